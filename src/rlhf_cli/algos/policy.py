@@ -1,0 +1,133 @@
+"""Policy-gradient pieces: KL estimators, PPO/DAPO clipped surrogate, loss aggregation."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+
+from .logprobs import masked_sum
+from .registry import Registry
+
+KL_ESTIMATORS = Registry("kl estimator")
+LOSS_AGGREGATIONS = Registry("loss aggregation")
+
+# --------------------------------------------------------------------------- KL
+# Schulman 2020, "Approximating KL Divergence" (http://joschu.net/blog/kl-approx.html).
+# With samples from the policy and log r = ref_logp - logp, the estimators of
+# KL(pi || ref) are k1 = -log r, k2 = (log r)^2 / 2, k3 = (r - 1) - log r.
+
+
+@KL_ESTIMATORS.register("k1")
+def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k1 = logp - ref_logp (unbiased, high variance, can be negative)."""
+    return logp - ref_logp
+
+
+@KL_ESTIMATORS.register("k2")
+def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k2 = 0.5 * (logp - ref_logp)^2 (biased, low variance, >= 0)."""
+    return 0.5 * (logp - ref_logp) ** 2
+
+
+@KL_ESTIMATORS.register("k3")
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 = exp(ref - logp) - (ref - logp) - 1 (unbiased, >= 0; used by GRPO, Shao et al. 2024 eq. 4)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1.0
+
+
+# ------------------------------------------------------------------ surrogate
+
+
+def clipped_surrogate(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """PPO-clip, Schulman et al. 2017 eq. 7, with asymmetric bounds
+    ("Clip-Higher" of DAPO, Yu et al. 2025, §3.1):
+
+    ``ratio = exp(logp - old_logp)``,
+    ``loss = -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A)``.
+
+    Args:
+        logp, old_logp: ``[B, T]`` per-token log-probs (``old_logp`` is treated as
+            a constant).
+        advantages: ``[B]`` (broadcast over tokens) or ``[B, T]``.
+    Returns:
+        ``(per_token_loss[B, T], stats)``; ``stats`` (all detached, ``[B, T]``):
+        ``'ratio'``; ``'clipped_low'`` (A < 0 and ratio < 1 - clip_low: lower
+        bound active, zero gradient); ``'clipped_high'`` (A > 0 and ratio >
+        1 + clip_high).  Mask them with the token mask before averaging.
+    """
+    if advantages.dim() == logp.dim() - 1:
+        advantages = advantages.unsqueeze(-1)
+    advantages = advantages.detach().to(logp.dtype)
+    ratio = torch.exp(logp - old_logp.detach())
+    lo, hi = 1.0 - clip_low, 1.0 + clip_high
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, lo, hi) * advantages
+    per_token = -torch.minimum(unclipped, clipped)
+    r = ratio.detach()
+    a = advantages.expand_as(r)
+    stats = {
+        "ratio": r,
+        "clipped_low": (a < 0) & (r < lo),
+        "clipped_high": (a > 0) & (r > hi),
+    }
+    return per_token, stats
+
+
+# ---------------------------------------------------------------- aggregation
+# ``normalizer`` always replaces the denominator of the OUTER mean: the total
+# token count for token_mean, the number of sequences for the seq_* modes.  Pass
+# the global count (over grad-accumulation steps and ranks) for exact averaging.
+
+Number = Union[float, int, torch.Tensor]
+
+
+@LOSS_AGGREGATIONS.register("token_mean")
+def _token_mean(per_token, mask, max_len=None, normalizer=None):
+    """DAPO token-level policy-gradient loss (Yu et al. 2025, §3.3): sum over all tokens / #tokens."""
+    if normalizer is None:
+        normalizer = torch.broadcast_to(mask, per_token.shape).float().sum().clamp(min=1.0)
+    return masked_sum(per_token, mask) / normalizer
+
+
+@LOSS_AGGREGATIONS.register("seq_mean_token_mean")
+def _seq_mean_token_mean(per_token, mask, max_len=None, normalizer=None):
+    """Original GRPO (Shao et al. 2024, eq. 3): 1/G sum_i 1/|o_i| sum_t."""
+    m = torch.broadcast_to(mask, per_token.shape)
+    per_seq = masked_sum(per_token, m, dim=-1) / m.float().sum(-1).clamp(min=1.0)
+    if normalizer is None:
+        return per_seq.mean()
+    return per_seq.sum() / normalizer
+
+
+@LOSS_AGGREGATIONS.register("seq_mean_token_sum_norm")
+def _seq_mean_token_sum_norm(per_token, mask, max_len=None, normalizer=None):
+    """Dr. GRPO (Liu et al. 2025, §3.1): sum over tokens / max_len (a constant,
+    default ``T = per_token.shape[-1]``; pass the generation budget), then mean over sequences."""
+    L = per_token.shape[-1] if max_len is None else max_len
+    per_seq = masked_sum(per_token, mask, dim=-1) / L
+    if normalizer is None:
+        return per_seq.mean()
+    return per_seq.sum() / normalizer
+
+
+def aggregate_loss(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token_mean",
+    max_len: Optional[int] = None,
+    normalizer: Optional[Number] = None,
+) -> torch.Tensor:
+    """Reduce a ``[B, T]`` per-token loss to a scalar.
+
+    Modes: ``token_mean`` (DAPO), ``seq_mean_token_mean`` (GRPO),
+    ``seq_mean_token_sum_norm`` (Dr. GRPO).  ``normalizer`` replaces the outer
+    denominator (#tokens for token_mean, #sequences otherwise).
+    """
+    return LOSS_AGGREGATIONS.get(mode)(per_token, mask, max_len=max_len, normalizer=normalizer)

@@ -1,0 +1,70 @@
+"""A tiny name -> callable registry with helpful error messages."""
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Dict, Iterator, List, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+class UnknownNameError(KeyError):
+    """Raised by :meth:`Registry.get` for a name that was never registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry:
+    """Maps names to callables.
+
+    Example::
+
+        REG = Registry("dpo loss")
+
+        @REG.register("dpo")
+        def dpo(*args, **kwargs): ...
+
+        REG.get("dpo")    # -> dpo
+        REG.get("dpp")    # UnknownNameError: unknown dpo loss 'dpp'
+                          #   (did you mean 'dpo'? choices: dpo)
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: Dict[str, Callable] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        def deco(fn: F) -> F:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = fn
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> Callable:
+        try:
+            return self._items[name]
+        except KeyError:
+            pass
+        names = self.names()
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownNameError(
+            f"unknown {self.kind} {name!r} ({hint}choices: {', '.join(names)})"
+        )
+
+    def names(self) -> List[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"

@@ -1,0 +1,42 @@
+"""SFT training throughput of SmolLM2-135M at seq 512, through the real training path (one process)."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from rlhf_cli.bench.peak import peak_rss_mb
+
+N_PARAMS_135M = 134_515_008
+
+
+def run_training_bench(stage: str, overrides, steps: int):
+    """Run ``steps`` real optimizer steps in-process; return the metrics rows after the first (warm-up)."""
+    from rlhf_cli.cli.run_dir import prepare_output_dir
+    from rlhf_cli.cli.train import prepare_model
+    from rlhf_cli.config.compose import compose, to_yaml
+    from rlhf_cli.worker import run_worker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(stage, None, list(overrides) + [f"train.max_steps={steps}", f"output_dir={tmp}/run",
+                                                      "train.save_every=0", "log.progress=false",
+                                                      "data.eval_fraction=0"])
+        prepare_model(cfg)
+        code = run_worker(str(prepare_output_dir(cfg, to_yaml(cfg))))
+        if code != 0:
+            raise RuntimeError(f"benchmark run failed with exit code {code}")
+        rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "loss" in r][1:]
+
+
+def run(peak_gflops: float, opts: dict) -> dict:
+    seq = int(opts.get("seq", 512))
+    steps = int(opts.get("steps", 4))
+    rows = run_training_bench("sft", ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}",
+                                      "train.micro_batch_size=4", "data.packing=true"], steps)
+    tok_s = sum(r["tokens_per_s"] * r["step_time"] for r in rows) / sum(r["step_time"] for r in rows)
+    flops = 6 * N_PARAMS_135M * tok_s
+    return {"bench": "sft", "model": "SmolLM2-135M", "seq": seq, "tokens_per_s": round(tok_s, 1),
+            "achieved_gflops_6N": round(flops / 1e9, 2), "fraction_of_matmul_peak": round(flops / 1e9 / peak_gflops, 3),
+            "padding_fraction": round(sum(r["padding_fraction"] for r in rows) / len(rows), 4),
+            "peak_rss_mb": round(peak_rss_mb())}

@@ -1,0 +1,142 @@
+"""The `rlhf` command: thin Typer commands that parse, compose, and launch."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from rlhf_cli.errors import RlhfError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="rlhf-cli: SFT, reward models, DPO, GRPO, PPO, RLAIF on DeepSpeed ZeRO.")
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def fail(e: Exception, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    code = e.exit_code if isinstance(e, RlhfError) else 1
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command(context_settings=EXTRA)
+def train(ctx: typer.Context, stage: str = typer.Argument(..., help="sft | rm | dpo | grpo | ..."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="print the config and launch command only"),
+          nproc: Optional[int] = typer.Option(None, "--nproc", help="processes per node (default: GPUs, or 1)"),
+          hostfile: Optional[str] = typer.Option(None, "--hostfile", help="DeepSpeed hostfile for multi-node"),
+          debug: bool = typer.Option(False, "--debug", help="tracebacks and library logs")):
+    """Train a stage: rlhf train STAGE [conf=recipe.yaml] [key=value ...]"""
+    from rlhf_cli.cli.train import run_train
+
+    try:
+        code = run_train(stage, ctx.args, dry_run=dry_run, nproc=nproc, hostfile=hostfile, debug=debug)
+    except (RlhfError, OSError) as e:
+        fail(e, debug)
+    raise typer.Exit(code)
+
+
+@app.command()
+def stages():
+    """List the stages."""
+    from rlhf_cli.config.stages import STAGES
+
+    for name, info in STAGES.items():
+        typer.echo(f"{name:<6} {info.description}")
+
+
+@app.command(context_settings=EXTRA)
+def config(ctx: typer.Context, stage: str, debug: bool = typer.Option(False, "--debug")):
+    """Print the fully resolved config of a stage as YAML."""
+    from rlhf_cli.cli.args import split_args
+    from rlhf_cli.config.compose import compose, to_yaml
+
+    try:
+        recipe, overrides = split_args(ctx.args)
+        typer.echo(to_yaml(compose(stage, recipe, overrides)), nl=False)
+    except RlhfError as e:
+        fail(e, debug)
+
+
+@app.command(context_settings=EXTRA)
+def generate(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
+    """Sample from a checkpoint: rlhf generate model=RUN_OR_MODEL_DIR prompt="..." [max_new_tokens=128]"""
+    from rlhf_cli.cli.generate import run_generate
+
+    try:
+        run_generate(ctx.args)
+    except RlhfError as e:
+        fail(e, debug)
+
+
+@app.command(context_settings=EXTRA)
+def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
+    """Chat with a model in the terminal: rlhf chat model=... (empty line or Ctrl-D quits)"""
+    from rlhf_cli.cli.generate import run_chat
+
+    try:
+        run_chat(ctx.args)
+    except RlhfError as e:
+        fail(e, debug)
+
+
+@app.command(name="eval", context_settings=EXTRA)
+def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accuracy | gsm8k | ..."),
+             debug: bool = typer.Option(False, "--debug")):
+    """Evaluate a model: rlhf eval KIND model=... data=... ; prints JSON."""
+    import json
+
+    from rlhf_cli.evals import get_eval
+    from rlhf_cli.worker import quiet_libraries
+
+    quiet_libraries(debug)
+    try:
+        typer.echo(json.dumps(get_eval(kind)(ctx.args), indent=2))
+    except RlhfError as e:
+        fail(e, debug)
+
+
+@app.command()
+def setup():
+    """Prepare the embedded default model (convert the bundled GGUF once into $RLHF_HOME)."""
+    from rlhf_cli.models.embedded import ensure_embedded_model
+
+    try:
+        typer.echo(f"embedded model ready: {ensure_embedded_model()}")
+    except RlhfError as e:
+        fail(e, False)
+
+
+@app.command(context_settings=EXTRA)
+def quickstart(ctx: typer.Context, nproc: int = typer.Option(2, "--nproc"),
+               debug: bool = typer.Option(False, "--debug")):
+    """Short SFT of the embedded model on bundled GSM8K chats, with a sample answer before and after."""
+    from rlhf_cli.cli.quickstart import run_quickstart
+
+    try:
+        code = run_quickstart(ctx.args, nproc, debug)
+    except RlhfError as e:
+        fail(e, debug)
+    raise typer.Exit(code)
+
+
+@app.command(context_settings=EXTRA)
+def bench(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
+    """Throughput figures: matmul peak, then training tokens/s and fraction of that peak."""
+    from rlhf_cli.cli.bench import run_bench
+
+    try:
+        run_bench(ctx.args)
+    except RlhfError as e:
+        fail(e, debug)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="rlhf")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""`rlhf train`: compose -> check output_dir -> write config.yaml -> launch."""
+from __future__ import annotations
+
+import shlex
+from typing import Optional, Sequence
+
+import typer
+
+from rlhf_cli.cli.args import split_args
+from rlhf_cli.config.compose import compose, to_yaml
+
+
+def prepare_model(cfg) -> None:
+    """Convert the embedded model here, once, before N workers would race to do it."""
+    if not cfg.model.path and cfg.model.name in ("smollm2-135m", "tiny"):
+        from rlhf_cli.models.embedded import ensure_embedded_model
+
+        ensure_embedded_model(log=lambda m: typer.echo(m, err=True))
+
+
+def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[int], hostfile: Optional[str],
+              debug: bool) -> int:
+    from pathlib import Path
+
+    from rlhf_cli.engine.launch import default_nproc, launch, launch_command
+
+    recipe, overrides = split_args(words)
+    cfg = compose(stage, recipe, overrides)
+    text = to_yaml(cfg)
+    n = nproc or default_nproc()
+    config_path = Path(cfg.output_dir) / "config.yaml"
+    if dry_run:
+        typer.echo(text, nl=False)
+        if n == 1 and not hostfile:
+            typer.echo(f"# launch: in-process worker reading {config_path}")
+        else:
+            typer.echo("# launch: " + shlex.join(launch_command(config_path, n, hostfile, 29500)))
+        return 0
+    from rlhf_cli.cli.run_dir import prepare_output_dir
+
+    prepare_model(cfg)
+    config_path = prepare_output_dir(cfg, text)
+    return launch(config_path, n, hostfile, debug)

@@ -1,0 +1,132 @@
+"""Structured config schemas shared by every stage.
+
+Each field has a comment: meaning, unit, and why the default is what it is. The YAML key, the dataclass
+field, the metric name and the docs use the same word. Unknown keys are errors (OmegaConf struct mode).
+Stage-specific sections live in ``stages.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+MISSING = "???"
+
+
+@dataclass
+class TinyModelConfig:
+    # Shape of the random Llama built in-process when model.name=tiny (tests, smoke runs).
+    # It reuses the embedded model's real tokenizer, so the vocabulary is 49152.
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    # Seed for the random init, fixed so two processes (and reruns) build the same weights.
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    # Preset: 'smollm2-135m' (embedded SmolLM2-135M-Instruct, converted once under $RLHF_HOME),
+    # 'tiny' (random small Llama for tests) or 'path' (use model.path).
+    name: str = "smollm2-135m"
+    # A local Hugging Face model dir, or a previous run dir (its final/ is used). Overrides name.
+    path: Optional[str] = None
+    # Recompute activations in backward: less memory, ~30% more compute. Off: these models are small.
+    gradient_checkpointing: bool = False
+    # torch.compile the model (GPU speed-up; compile time dominates short CPU runs).
+    compile: bool = False
+    # Attention kernel passed to transformers ('sdpa' is fast everywhere and supports packed masks).
+    attn_implementation: str = "sdpa"
+    # Never run code shipped with a model dir unless the user says so.
+    trust_remote_code: bool = False
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class EngineConfig:
+    # DeepSpeed ZeRO stage: 0 (plain DDP), 1 (shard optimizer), 2 (+gradients), 3 (+parameters).
+    zero_stage: int = 2
+    # Keep optimizer state in CPU memory (ZeRO-Offload). Slower; for models that do not fit.
+    offload_optimizer: bool = False
+    # Keep parameters in CPU memory (ZeRO-Infinity); needs zero_stage=3.
+    offload_params: bool = False
+    # Bucket size (elements) for gradient reduce / allgather; DeepSpeed's default is 5e8, smaller buckets
+    # overlap better on small models.
+    bucket_size: int = 50_000_000
+    # Communication backend: 'auto' = nccl on CUDA, gloo on CPU.
+    backend: str = "auto"
+
+
+@dataclass
+class OptimConfig:
+    # Peak learning rate of AdamW.
+    lr: float = 2.0e-5
+    # Decoupled weight decay (AdamW); 0 is the common choice for fine-tuning.
+    weight_decay: float = 0.0
+    # Adam betas; 0.95 for beta2 is the usual LLM choice (stabler than 0.999).
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1.0e-8
+    # Learning-rate schedule after warmup: cosine | linear | constant.
+    scheduler: str = "cosine"
+    # Linear warmup steps (optimizer steps). If 0, warmup_ratio * total steps is used.
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.03
+    # Final LR as a fraction of lr for cosine/linear decay.
+    min_lr_ratio: float = 0.1
+    # Global gradient-norm clipping; 0 disables.
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    # Total optimizer steps; -1 = derive from epochs and the dataset size.
+    max_steps: int = -1
+    epochs: float = 1.0
+    # Rows per process per micro-step (a row is one packed or padded sequence of data.max_length tokens).
+    micro_batch_size: int = 4
+    # Micro-steps accumulated per optimizer step. Global batch = micro_batch_size * grad_accum * processes.
+    grad_accum: int = 1
+    # Log a metrics.jsonl line every N steps.
+    log_every: int = 1
+    # Evaluate on the held-out split every N steps (0 = only at the end).
+    eval_every: int = 0
+    # Cap the number of eval batches per evaluation (0 = the whole split).
+    eval_max_batches: int = 0
+    # Save a resumable checkpoint every N steps (0 = only on interruption and at the end).
+    save_every: int = 100
+    # Keep the newest N checkpoints (older ones are deleted once a newer one is complete).
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class LogConfig:
+    # rich progress bar on rank 0 (loss, tokens/s, ETA). Disabled automatically when stdout is not a TTY
+    # unless forced here.
+    progress: bool = True
+    # Also write TensorBoard event files under output_dir/tb when tensorboard is installed.
+    tensorboard: bool = False
+
+
+@dataclass
+class RunConfig:
+    """Fields every stage has."""
+
+    # Which stage runner this config is for (set by the stage's packaged defaults).
+    stage: str = MISSING
+    # Where everything is written; null = runs/<stage>-<timestamp>.
+    output_dir: Optional[str] = None
+    # Replace a finished (or started) run in output_dir. Off so nothing is lost silently.
+    overwrite: bool = False
+    # auto: resume from the newest checkpoint if output_dir has one; true: require one; false: refuse if any.
+    resume: str = "auto"
+    seed: int = 42
+    # auto = bf16 on GPUs that support it (else fp16), fp32 on CPU; or fp32 | bf16 | fp16.
+    precision: str = "auto"
+    # CPU threads per process; 0 = cores / processes on this node (more threads than cores halves speed).
+    threads: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)

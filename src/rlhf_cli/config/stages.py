@@ -1,0 +1,70 @@
+"""Per-stage config schemas: the shared RunConfig plus the sections one stage adds.
+
+``STAGES`` maps a stage name to its schema and a one-line description (``rlhf stages``).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Type
+
+from rlhf_cli.config.schema import MISSING, RunConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how long a sequence may be; shape-specific fields are in the subclasses."""
+
+    # Training file: .jsonl, .jsonl.gz, .json, .parquet, or a datasets.save_to_disk dir.
+    # 'builtin:NAME' names an example file shipped with rlhf-cli (see `rlhf data` / examples/).
+    path: str = MISSING
+    # Held-out file; null = split eval_fraction of path off (deterministic by seed).
+    eval_path: Optional[str] = None
+    eval_fraction: float = 0.05
+    # Tokens per sequence (prompt + response); longer examples are truncated (counted in the metrics).
+    max_length: int = 512
+    # Skip malformed records (with a count in the log) instead of stopping at the first one.
+    skip_bad: bool = False
+    # Use only the first N records of path (0 = all): quick experiments.
+    limit: int = 0
+    # Shuffle rows each epoch (seeded; resume reproduces the order).
+    shuffle: bool = True
+
+
+@dataclass
+class SFTDataConfig(DataConfig):
+    # Record shape: auto (detect per record) | messages | prompt_completion | text.
+    format: str = "auto"
+    # Field names, for data whose columns are named differently.
+    messages_field: str = "messages"
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+    text_field: str = "text"
+    # Pack several examples into each row (attention and positions stay per example). Off = length-bucketed
+    # padding.
+    packing: bool = True
+
+
+@dataclass
+class SFTConfig(RunConfig):
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+
+
+@dataclass
+class StageInfo:
+    # "module:Class" of the stage's schema (imported on first use, so one stage's module never slows
+    # or breaks another), the runner module, and a one-line description for `rlhf stages`.
+    schema_ref: str
+    runner: str
+    description: str
+
+    @property
+    def schema(self) -> Type[RunConfig]:
+        module, _, name = self.schema_ref.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+STAGES: Dict[str, StageInfo] = {
+    "sft": StageInfo("rlhf_cli.config.stages:SFTConfig", "rlhf_cli.stages.sft",
+                     "Supervised fine-tuning on chat, prompt/completion or plain-text data."),
+}

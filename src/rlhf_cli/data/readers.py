@@ -1,0 +1,118 @@
+"""Read dataset files into (line_number, record) pairs.
+
+Formats: ``.jsonl`` / ``.jsonl.gz`` (line numbers are file lines), ``.json`` (a list, or a mapping with
+one list value; "line" is the 1-based record index), ``.parquet`` and ``datasets.save_to_disk`` dirs
+(record index). ``builtin:NAME`` names an example file shipped with rlhf-cli.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+from rlhf_cli.errors import ConfigError, DataError
+
+Record = Dict[str, object]
+
+
+def builtin_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here / "examples", here.parent.parent / "examples"):
+        if cand.is_dir():
+            return cand
+    raise ConfigError("bundled examples directory not found")
+
+
+def builtin_names() -> List[str]:
+    d = builtin_dir()
+    return sorted(p.name for p in d.iterdir() if p.suffix in (".jsonl", ".gz", ".json", ".parquet"))
+
+
+def resolve_data_path(path: str, key: str = "data.path") -> Path:
+    """Map a config value to an existing file/dir or raise a one-line ConfigError naming ``key``."""
+    if path.startswith("builtin:"):
+        name = path[len("builtin:"):]
+        resolved = builtin_dir() / name
+        if not resolved.exists():
+            from rlhf_cli.config.compose import closest
+
+            raise ConfigError(f"{key}={path}: no such example{closest(name, builtin_names())}; "
+                              f"examples: {', '.join(builtin_names())}")
+        return resolved
+    resolved = Path(path)
+    if not resolved.exists():
+        raise ConfigError(f"{key}={path}: file not found")
+    if resolved.is_dir() and not (resolved / "dataset_info.json").exists() and not (
+            resolved / "dataset_dict.json").exists():
+        raise ConfigError(f"{key}={path}: a directory must be a datasets.save_to_disk dir")
+    return resolved
+
+
+def _read_jsonl(path: Path, opener) -> Iterator[Tuple[int, Record]]:
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{line_no}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}:{line_no}: a record must be a JSON object, got {type(rec).__name__}")
+            yield line_no, rec
+
+
+def _read_json(path: Path) -> Iterator[Tuple[int, Record]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(f"{path}: expected a list of records or a mapping with one list of records")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of records")
+    for i, rec in enumerate(data, start=1):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:record {i}: a record must be an object")
+        yield i, rec
+
+
+def _read_table(path: Path) -> Iterator[Tuple[int, Record]]:
+    if path.is_dir():
+        import datasets
+
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            split = "train" if "train" in ds else next(iter(ds))
+            ds = ds[split]
+        rows = ds
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    for i, rec in enumerate(rows, start=1):
+        yield i, dict(rec)
+
+
+def read_records(path: str | Path, limit: int = 0) -> Iterator[Tuple[int, Record]]:
+    """Yield (line, record) from any supported file; stop after ``limit`` records when > 0."""
+    path = resolve_data_path(str(path)) if isinstance(path, str) else path
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(".parquet"):
+        it = _read_table(path)
+    elif name.endswith(".jsonl.gz") or name.endswith(".json.gz"):
+        it = _read_jsonl(path, gzip.open)
+    elif name.endswith(".jsonl"):
+        it = _read_jsonl(path, open)
+    elif name.endswith(".json"):
+        it = _read_json(path)
+    else:
+        raise DataError(f"{path}: unsupported file type (use .jsonl, .jsonl.gz, .json, .parquet or a dataset dir)")
+    for n, item in enumerate(it):
+        if limit and n >= limit:
+            return
+        yield item

@@ -1,0 +1,59 @@
+"""Launch the worker: in this process (--nproc 1, no hostfile) or through the `deepspeed` launcher."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+# DeepSpeed's launcher and runtime log INFO/WARNING lines with this prefix; hidden unless --debug.
+_NOISE = re.compile(r"^(\[\d{4}-\d\d-\d\d [\d:,]+\] \[(INFO|WARNING)\]|.*(Setting accelerator to CPU|"
+                    r"deepspeed_shm_comm_op built successfully|Using /root/.cache/torch_extensions|"
+                    r"Emitting ninja|Building extension|Loading extension|Time to load|ninja: no work))")
+
+
+def default_nproc() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
+def launch_command(config_path: Path, nproc: int, hostfile: Optional[str], master_port: int) -> List[str]:
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner"]
+    if hostfile:
+        cmd += ["--hostfile", hostfile]
+    cmd += ["--num_gpus", str(nproc), "--master_port", str(master_port), "--module", "--no_local_rank",
+            "rlhf_cli.worker", str(config_path)]
+    return cmd
+
+
+def launch_env(nproc: int, debug: bool) -> dict:
+    env = dict(os.environ)
+    # N processes on C cores get C/N threads each; more threads than cores halves throughput.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, nproc))))
+    env["PYTHONUNBUFFERED"] = "1"
+    if debug:
+        env["RLHF_DEBUG"] = "1"
+    return env
+
+
+def launch(config_path: Path, nproc: int, hostfile: Optional[str], debug: bool) -> int:
+    if nproc == 1 and not hostfile:
+        from rlhf_cli.worker import run_worker
+
+        return run_worker(str(config_path), debug=debug)
+    from rlhf_cli.engine.strategy import _free_port
+
+    cmd = launch_command(config_path, nproc, hostfile, _free_port())
+    proc = subprocess.Popen(cmd, env=launch_env(nproc, debug), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    try:
+        for line in proc.stdout:
+            if debug or not _NOISE.match(line):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        return proc.wait()
+    except KeyboardInterrupt:  # the launcher forwards the signal; workers checkpoint and exit
+        return proc.wait()

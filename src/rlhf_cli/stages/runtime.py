@@ -1,0 +1,197 @@
+"""What every stage runner shares: run context, metrics log, progress bar, stop signals, export, manifest."""
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from rlhf_cli.engine.strategy import Strategy, list_checkpoints
+from rlhf_cli.errors import RunDirError
+
+
+class Interrupted(Exception):
+    """Raised after a checkpoint was saved because SIGINT/SIGTERM arrived."""
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checks it (collectively) after each step, saves, and stops."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+
+class MetricsLog:
+    """metrics.jsonl on rank 0 (+ TensorBoard when enabled and installed)."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.file = open(out / "metrics.jsonl", "a") if enabled else None
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tb"))
+            except ImportError:
+                print("log.tensorboard=true but tensorboard is not installed; skipping it", file=sys.stderr)
+
+    def write(self, step: int, metrics: Dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume from ``step``: drop lines logged after that checkpoint (they will be logged again)."""
+        if not self.enabled:
+            return
+        self.file.close()
+        path = Path(self.file.name)
+        kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+        self.file = open(path, "a")
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb:
+            self.tb.close()
+
+
+class Progress:
+    """rich progress bar (rank 0, TTY) or a plain line every few seconds (logs, CI)."""
+
+    def __init__(self, enabled: bool, total: int, start: int, desc: str):
+        self.enabled, self.total, self.last_print = enabled, total, 0.0
+        self.bar = None
+        if enabled and sys.stdout.isatty():
+            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                    TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+                                    TimeRemainingColumn())
+            self.task = self.bar.add_task(desc, total=total, completed=start, info="")
+            self.bar.start()
+
+    def update(self, step: int, info: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar:
+            self.bar.update(self.task, completed=step, info=info)
+        elif time.time() - self.last_print > 5 or step == self.total:
+            self.last_print = time.time()
+            print(f"step {step}/{self.total} {info}", flush=True)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+@dataclass
+class RunContext:
+    cfg: Any
+    strategy: Strategy
+    out: Path = field(init=False)
+    metrics: MetricsLog = field(init=False)
+    stop: StopFlag = field(init=False)
+
+    def __post_init__(self):
+        self.out = Path(self.cfg.output_dir)
+        self.metrics = MetricsLog(self.out, self.strategy.is_main, self.cfg.log.tensorboard)
+        self.stop = StopFlag()
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
+
+    def log(self, msg: str) -> None:
+        if self.strategy.is_main:
+            print(msg, flush=True)
+
+    def latest_checkpoint(self) -> Optional[Path]:
+        steps = list_checkpoints(self.ckpt_root)
+        if not steps or self.cfg.resume == "false":
+            if self.cfg.resume == "true":
+                raise RunDirError(f"resume=true but {self.ckpt_root} has no checkpoint")
+            return None
+        return self.ckpt_root / f"step-{steps[-1]}"
+
+    def should_stop(self) -> bool:
+        """True on every rank once any rank got SIGINT/SIGTERM (one tiny collective)."""
+        return self.strategy.all_reduce([float(self.stop.requested)], "max")[0] > 0
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_rev() -> Optional[str]:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def export_final(ctx: RunContext, model, tokenizer, extra_files: Optional[Dict[str, str]] = None) -> Path:
+    """Gather the weights (collective under ZeRO-3) and write final/ as a plain HF dir on rank 0."""
+    from rlhf_cli.models.loading import save_hf_model
+
+    state_dict = ctx.strategy.consolidated_state_dict()
+    final = ctx.out / "final"
+    if ctx.strategy.is_main:
+        save_hf_model(model, state_dict, tokenizer, final)
+        for name, text in (extra_files or {}).items():
+            (final / name).write_text(text)
+    ctx.strategy.barrier()
+    return final
+
+
+def write_manifest(ctx: RunContext, summary: Dict[str, Any], data_paths: Dict[str, Optional[str]]) -> None:
+    if not ctx.strategy.is_main:
+        return
+    from rlhf_cli.config.compose import as_plain
+    from rlhf_cli.data.readers import resolve_data_path
+
+    cfg = ctx.cfg
+    data = {}
+    for key, p in data_paths.items():
+        if p:
+            resolved = resolve_data_path(p, key=key)
+            data[key] = {"path": str(resolved), "sha256": sha256(resolved) if resolved.is_file() else None}
+    final = ctx.out / "final"
+    manifest = {
+        "stage": cfg.stage,
+        "base_model": cfg.model.path or cfg.model.name,
+        "data": data,
+        "metrics": summary,
+        "precision": ctx.strategy.precision,
+        "world_size": ctx.strategy.world_size,
+        "git_rev": git_rev(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": as_plain(cfg),
+        "files": {p.name: sha256(p) for p in sorted(final.iterdir()) if p.is_file()} if final.exists() else {},
+    }
+    tmp = ctx.out / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(ctx.out / "manifest.json")

@@ -1,0 +1,58 @@
+"""Supervised fine-tuning: next-token loss on assistant / completion tokens, packed rows by default."""
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import torch
+
+from rlhf_cli.algos.logprobs import token_logprobs
+from rlhf_cli.data.packing import IGNORE, build_rows, collate
+from rlhf_cli.data.sft import load_sft_examples
+from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.stages.common import fit, load_train_eval
+from rlhf_cli.stages.runtime import RunContext
+
+
+class SFTTask:
+    def __init__(self, pad_id: int, packed: bool, device: torch.device):
+        self.pad_id, self.packed, self.device = pad_id, packed, device
+
+    def collate(self, rows: Sequence):
+        return collate(rows, self.pad_id, self.packed).to(self.device)
+
+    def weight(self, batch) -> float:
+        return float(batch.num_loss_tokens)
+
+    def tokens(self, batch) -> Tuple[int, int]:
+        return batch.input_ids.numel() - batch.num_pad, batch.num_pad
+
+    def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
+        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                       attention_mask=batch.attention_mask).logits
+        logps = token_logprobs(logits, batch.labels)  # fp32 per chunk, 0 where label == IGNORE
+        loss_sum = -logps.sum()
+        return loss_sum, {"loss": float(loss_sum.detach())}
+
+
+def run(ctx: RunContext) -> dict:
+    cfg, s = ctx.cfg, ctx.strategy
+    tokenizer = load_tokenizer(cfg.model)
+    d = cfg.data
+    stats = {}
+
+    def load(path):
+        examples, st = load_sft_examples(path, d, tokenizer, limit=d.limit if path == d.path else 0)
+        stats[path] = st
+        return examples
+
+    train_ex, eval_ex = load_train_eval(ctx, load)
+    rows = build_rows(train_ex, d.max_length, d.packing)
+    eval_rows = build_rows(eval_ex, d.max_length, d.packing)
+    st = stats[d.path]
+    ctx.log(f"SFT data: {st.records} records ({st.skipped} skipped, {st.truncated} truncated) -> "
+            f"{len(train_ex)} train / {len(eval_ex)} eval examples in {len(rows)} {'packed ' if d.packing else ''}rows; "
+            f"precision {s.precision}, {s.world_size} process(es), ZeRO-{cfg.engine.zero_stage}")
+    model = load_causal_lm(cfg.model, tokenizer)
+    task = SFTTask(tokenizer.pad_token_id, d.packing, s.device)
+    return fit(ctx, model, tokenizer, task, rows, eval_rows,
+               summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})

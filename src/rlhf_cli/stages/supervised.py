@@ -1,0 +1,136 @@
+"""The training loop shared by every stage that learns from a fixed dataset (sft, rm, dpo).
+
+A stage supplies a ``SupervisedTask``: how to collate rows, how much each micro-batch "weighs" (loss
+tokens for SFT, pairs for RM/DPO), and its loss as a SUM over that weight plus metric sums. The loop
+divides by the weight summed over the whole optimizer step and all processes, so the gradient is the
+same however a step is split into micro-batches, processes or accumulation steps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Dict, List, Protocol, Sequence, Tuple
+
+import torch
+
+from rlhf_cli.data.packing import epoch_order, step_micro_batches
+from rlhf_cli.stages.runtime import Interrupted, Progress, RunContext
+
+
+class SupervisedTask(Protocol):
+    def collate(self, rows: Sequence) -> object: ...
+
+    def weight(self, batch) -> float:
+        """What the loss is averaged over (loss tokens, pairs...)."""
+
+    def tokens(self, batch) -> Tuple[int, int]:
+        """(real tokens, padded tokens) in the batch, for throughput and padding-fraction metrics."""
+
+    def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """(loss summed over the batch's weight units, {metric: sum over the same units})."""
+
+
+def plan_steps(cfg, num_rows: int, world: int) -> Tuple[int, int]:
+    """(rows per optimizer step, total optimizer steps)."""
+    t = cfg.train
+    step_rows = t.micro_batch_size * t.grad_accum * world
+    per_epoch = num_rows // step_rows
+    if per_epoch == 0:
+        from rlhf_cli.errors import DataError
+
+        raise DataError(f"{cfg.data.path}: {num_rows} training rows are fewer than one step's "
+                        f"{step_rows} (micro_batch_size x grad_accum x processes)")
+    total = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * per_epoch))
+    return step_rows, total
+
+
+def rows_for_step(cfg, num_rows: int, step_rows: int, step: int) -> List[int]:
+    per_epoch = num_rows // step_rows
+    epoch, k = divmod(step, per_epoch)
+    order = epoch_order(num_rows, cfg.seed, epoch, cfg.data.shuffle)
+    return order[k * step_rows:(k + 1) * step_rows]
+
+
+def reduce_metrics(ctx: RunContext, sums: Dict[str, float], weight: float) -> Dict[str, float]:
+    keys = sorted(sums)
+    reduced = ctx.strategy.all_reduce([sums[k] for k in keys] + [weight])
+    total = reduced[-1] or 1.0
+    return {k: v / total for k, v in zip(keys, reduced[:-1])}
+
+
+@torch.no_grad()
+def evaluate(ctx: RunContext, model, task: SupervisedTask, rows: Sequence) -> Dict[str, float]:
+    cfg, s = ctx.cfg, ctx.strategy
+    model.eval()
+    mb = cfg.train.micro_batch_size
+    batches = [list(range(i, min(i + mb, len(rows)))) for i in range(0, len(rows), mb)][s.rank::s.world_size]
+    if cfg.train.eval_max_batches:
+        batches = batches[: cfg.train.eval_max_batches]
+    sums: Dict[str, float] = {}
+    weight = 0.0
+    for idx in batches:
+        batch = task.collate([rows[i] for i in idx])
+        _, stats = task.loss(model, batch)
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v
+        weight += task.weight(batch)
+    model.train()
+    # every rank must join the same reduction even with no batches (uneven splits)
+    return {f"eval/{k}": v for k, v in reduce_metrics(ctx, sums, weight).items()}
+
+
+def train(ctx: RunContext, engine, task: SupervisedTask, rows: Sequence, eval_rows: Sequence,
+          start_step: int, total_steps: int, step_rows: int) -> Dict[str, float]:
+    """Run optimizer steps start_step+1..total_steps; checkpoint, evaluate, log; returns a summary."""
+    cfg, s = ctx.cfg, ctx.strategy
+    scale = s.world_size * cfg.train.grad_accum  # undoes DeepSpeed's 1/GAS and the DP gradient average
+    progress = Progress(s.is_main and cfg.log.progress, total_steps, start_step, cfg.stage)
+    summary: Dict[str, float] = {}
+    tokens_done = 0
+    t_start = time.time()
+    engine.train()
+    step = start_step
+    try:
+        while step < total_steps:
+            t0 = time.time()
+            micro = step_micro_batches(rows, rows_for_step(cfg, len(rows), step_rows, step),
+                                       cfg.train.micro_batch_size, s.world_size, s.rank)
+            batches = [task.collate(m) for m in micro]
+            local_weight = sum(task.weight(b) for b in batches)
+            global_weight = s.all_reduce([local_weight])[0]
+            sums: Dict[str, float] = {}
+            real = pad = 0
+            for batch in batches:
+                loss_sum, stats = task.loss(engine, batch)
+                s.backward(loss_sum * (scale / max(global_weight, 1.0)))
+                s.step()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                r, p = task.tokens(batch)
+                real, pad = real + r, pad + p
+            step += 1
+            metrics = reduce_metrics(ctx, sums, local_weight)
+            real, pad = s.all_reduce([real, pad])
+            dt = time.time() - t0
+            tokens_done += real
+            metrics.update(lr=s.lr(), grad_norm=s.grad_norm(), tokens_per_s=real / dt,
+                           padding_fraction=pad / max(real + pad, 1), step_time=dt)
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_rows:
+                metrics.update(evaluate(ctx, engine, task, eval_rows))
+            if step % cfg.train.log_every == 0 or step == total_steps:
+                ctx.metrics.write(step, metrics)
+            progress.update(step, f"loss {metrics.get('loss', float('nan')):.4f}  {metrics['tokens_per_s']:.0f} tok/s")
+            summary = {k: v for k, v in metrics.items() if v is not None}
+            stop = ctx.should_stop()
+            if stop or (cfg.train.save_every and step % cfg.train.save_every == 0 and step < total_steps):
+                s.save_checkpoint(ctx.ckpt_root, step, {"total_steps": total_steps}, cfg.train.keep_checkpoints)
+            if stop:
+                raise Interrupted(f"stopped at step {step}; checkpoint saved, rerun the same command to resume")
+    finally:
+        progress.close()
+    if eval_rows and not (cfg.train.eval_every and step % cfg.train.eval_every == 0):
+        final_eval = evaluate(ctx, engine, task, eval_rows)
+        ctx.metrics.write(step, final_eval)
+        summary.update(final_eval)
+    summary.update(steps=step, train_tokens_this_run=tokens_done, train_seconds_this_run=time.time() - t_start)
+    return summary

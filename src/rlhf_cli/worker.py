@@ -1,0 +1,91 @@
+"""Entry point every training process runs: read output_dir/config.yaml, set up, run the stage."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+
+def quiet_libraries(debug: bool) -> None:
+    import logging
+    import warnings
+
+    if debug:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    for name in ("DeepSpeed", "deepspeed", "transformers", "torch.distributed", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def run_worker(config_path: str, debug: bool = False) -> int:
+    """Run one process of a stage; returns an exit code, printing one-line errors unless debug."""
+    debug = debug or os.environ.get("RLHF_DEBUG") == "1"
+    quiet_libraries(debug)
+    from rlhf_cli.errors import RlhfError
+    from rlhf_cli.stages.runtime import Interrupted
+
+    rank = int(os.environ.get("RANK", "0"))
+    prefix = "" if rank == 0 else f"[rank {rank}] "
+    try:
+        from rlhf_cli.config.compose import load_resolved
+        from rlhf_cli.engine.strategy import Strategy
+        from rlhf_cli.stages import get_runner
+        from rlhf_cli.stages.runtime import RunContext
+
+        cfg = load_resolved(config_path)
+        strategy = Strategy(cfg)
+        strategy.setup_distributed()
+        rank = strategy.rank
+        strategy.seed_everything(cfg.seed)
+        ctx = RunContext(cfg, strategy)
+        try:
+            get_runner(cfg.stage)(ctx)
+        finally:
+            ctx.metrics.close()
+        return 0
+    except Interrupted as e:
+        if rank == 0:
+            print(f"interrupted: {e}", file=sys.stderr, flush=True)
+        return 130
+    except RlhfError as e:
+        if debug:
+            traceback.print_exc()
+        if rank == 0 or debug:
+            print(f"{prefix}error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except Exception as e:  # unexpected: still one line, the traceback with --debug
+        if debug:
+            traceback.print_exc()
+        msg = " ".join(str(e).split())[:500]
+        print(f"{prefix}error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)",
+              file=sys.stderr, flush=True)
+        return 1
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]
+    if len(args) != 1:
+        print("usage: python -m rlhf_cli.worker OUTPUT_DIR/config.yaml", file=sys.stderr)
+        sys.exit(2)
+    code = run_worker(args[0])
+    try:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:
+        pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

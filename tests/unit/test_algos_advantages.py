@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from rlhf_cli.algos.advantages import ADVANTAGES, gae, group_has_signal, grpo, rloo
+
+
+def test_registry():
+    assert {"grpo", "dr_grpo", "rloo"} <= set(ADVANTAGES.names())
+
+
+def test_grpo_group_scaling_and_all_equal_group():
+    r = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    # group 1: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = sqrt(1/3) = 0.577350
+    #   -> +-0.5 / (0.577350 + 1e-4) = +-0.865875
+    # group 2: all equal -> exactly 0
+    a = 0.5 / (math.sqrt(1 / 3) + 1e-4)
+    assert a == pytest.approx(0.865875, abs=1e-6)
+    out = grpo(r, group_size=4)
+    torch.testing.assert_close(out, torch.tensor([a, -a, -a, a, 0, 0, 0, 0]), atol=1e-6, rtol=0)
+    assert torch.all(out[4:] == 0)
+    assert ADVANTAGES.get("grpo")(r, 4).shape == (8,)
+
+
+def test_grpo_batch_and_none_scaling():
+    r = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    # 'none' (Dr. GRPO): r - group mean
+    expected_none = torch.tensor([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0])
+    torch.testing.assert_close(grpo(r, 4, scale_rewards="none"), expected_none)
+    torch.testing.assert_close(ADVANTAGES.get("dr_grpo")(r, 4), expected_none)
+    # 'batch': batch mean 0.75 ; sq devs 6 * 0.0625 + 2 * 0.5625 = 1.5 ; /7 -> std = sqrt(3/14) = 0.462910
+    s = math.sqrt(1.5 / 7)
+    torch.testing.assert_close(grpo(r, 4, scale_rewards="batch"), expected_none / (s + 1e-4), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError):
+        grpo(r, 4, scale_rewards="nope")
+
+
+def test_grpo_bad_shapes():
+    with pytest.raises(ValueError):
+        grpo(torch.ones(7), 4)
+    with pytest.raises(ValueError):
+        grpo(torch.ones(4), 1)
+
+
+def test_rloo():
+    # (1, 2, 3): 1 - (2+3)/2 = -1.5 ; 2 - (1+3)/2 = 0 ; 3 - (1+2)/2 = 1.5 ; second group all equal -> 0
+    out = rloo(torch.tensor([1.0, 2.0, 3.0, 4.0, 4.0, 4.0]), group_size=3)
+    torch.testing.assert_close(out, torch.tensor([-1.5, 0.0, 1.5, 0.0, 0.0, 0.0]))
+
+
+def test_group_has_signal():
+    r = torch.tensor([1.0, 0.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.5])
+    assert group_has_signal(r, 4).tolist() == [True, False, True]
+
+
+def test_gae_hand_values_with_padding():
+    gamma, lam = 0.9, 0.8  # gamma * lam = 0.72
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 5.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7], [0.5, 0.6, 9.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    # row 0: d2 = 1 - 0.7 = 0.3 ; A2 = 0.3
+    #        d1 = 0.9 * 0.7 - 0.6 = 0.03 ; A1 = 0.03 + 0.72 * 0.3 = 0.246
+    #        d0 = 0.9 * 0.6 - 0.5 = 0.04 ; A0 = 0.04 + 0.72 * 0.246 = 0.21712
+    # row 1 (last position padded; its reward 5 and value 9 must be ignored):
+    #        d1 = 1 - 0.6 = 0.4 ; A1 = 0.4 ; d0 = 0.04 ; A0 = 0.04 + 0.72 * 0.4 = 0.328
+    adv, ret = gae(rewards, values, mask, gamma, lam)
+    torch.testing.assert_close(adv, torch.tensor([[0.21712, 0.246, 0.3], [0.328, 0.4, 0.0]]))
+    torch.testing.assert_close(ret, torch.tensor([[0.71712, 0.846, 1.0], [0.828, 1.0, 0.0]]))
+
+
+def test_gae_lambda1_gamma1_is_monte_carlo():
+    torch.manual_seed(0)
+    rewards, values = torch.randn(2, 6), torch.randn(2, 6, requires_grad=True)
+    mask = torch.ones(2, 6)
+    mask[1, 4:] = 0
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    # returns = reward-to-go on valid positions
+    rtg = torch.flip(torch.cumsum(torch.flip(rewards * mask, [1]), 1), [1]) * mask
+    torch.testing.assert_close(ret, rtg)
+    assert not adv.requires_grad

@@ -1,0 +1,100 @@
+import math
+
+import pytest
+import torch
+
+from rlhf_cli.algos.policy import KL_ESTIMATORS, LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate
+from rlhf_cli.algos.registry import UnknownNameError
+
+
+def test_kl_estimators_hand_values():
+    # logp = log .5, ref = log .25 ; d = ref - logp = -log 2 = -0.693147
+    # k1 = 0.693147 ; k2 = 0.5 * 0.480453 = 0.240227 ; k3 = e^d - d - 1 = 0.5 + 0.693147 - 1 = 0.193147
+    logp = torch.tensor([math.log(0.5)])
+    ref = torch.tensor([math.log(0.25)])
+    ln2 = math.log(2)
+    assert KL_ESTIMATORS.get("k1")(logp, ref).item() == pytest.approx(ln2, abs=1e-6)
+    assert KL_ESTIMATORS.get("k2")(logp, ref).item() == pytest.approx(0.5 * ln2**2, abs=1e-6)
+    assert KL_ESTIMATORS.get("k3")(logp, ref).item() == pytest.approx(0.5 + ln2 - 1, abs=1e-6)
+    for name in ("k1", "k2", "k3"):
+        assert KL_ESTIMATORS.get(name)(ref, ref).item() == 0.0
+
+
+def test_k3_nonnegative_and_unbiased():
+    torch.manual_seed(0)
+    # policy = N(0,1) logits over 5 tokens, ref different; E_pi[k1] = E_pi[k3] = KL(pi || ref)
+    p = torch.softmax(torch.randn(5, dtype=torch.float64), 0)
+    q = torch.softmax(torch.randn(5, dtype=torch.float64), 0)
+    kl = (p * (p.log() - q.log())).sum()
+    k1 = (p * KL_ESTIMATORS.get("k1")(p.log(), q.log())).sum()
+    k3v = KL_ESTIMATORS.get("k3")(p.log(), q.log())
+    assert (k3v >= 0).all()
+    torch.testing.assert_close(k1, kl)
+    torch.testing.assert_close((p * k3v).sum(), kl)
+
+
+def test_clipped_surrogate_asymmetric():
+    clip_low, clip_high = 0.2, 0.28  # bounds [0.8, 1.28]
+    ratios = torch.tensor([[1.5, 0.5, 1.25, 0.9, 1.5, 0.5]], dtype=torch.float64)
+    adv = torch.tensor([[1.0, -1.0, 1.0, -1.0, -1.0, 1.0]], dtype=torch.float64)
+    old = torch.zeros_like(ratios)
+    logp = ratios.log().requires_grad_(True)
+    loss, st = clipped_surrogate(logp, old, adv, clip_low, clip_high)
+    # r=1.5 A=+1: min(1.5, 1.28) -> -1.28 (clipped high, no grad)
+    # r=0.5 A=-1: min(-0.5, -0.8) -> 0.8 (clipped low, no grad)
+    # r=1.25 A=+1: inside [0.8, 1.28] (a symmetric 0.2 clip would cut it) -> -1.25
+    # r=0.9 A=-1: -> 0.9
+    # r=1.5 A=-1: min(-1.5, -1.28) = -1.5 -> 1.5 (pessimistic, unclipped)
+    # r=0.5 A=+1: min(0.5, 0.8) = 0.5 -> -0.5 (unclipped)
+    torch.testing.assert_close(loss, torch.tensor([[-1.28, 0.8, -1.25, 0.9, 1.5, -0.5]], dtype=torch.float64))
+    loss.sum().backward()
+    # d loss / d logp = -A * ratio where unclipped, 0 where clipped
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, 0.0, -1.25, 0.9, 1.5, -0.5]], dtype=torch.float64))
+    assert st["clipped_high"].tolist() == [[True, False, False, False, False, False]]
+    assert st["clipped_low"].tolist() == [[False, True, False, False, False, False]]
+    torch.testing.assert_close(st["ratio"], ratios)
+    assert not st["ratio"].requires_grad
+
+
+def test_clipped_surrogate_broadcast_seq_advantages_and_old_logp_constant():
+    logp = torch.log(torch.tensor([[1.1, 1.0], [1.0, 0.7]])).requires_grad_(True)
+    old = torch.zeros(2, 2, requires_grad=True)
+    adv = torch.tensor([2.0, -1.0])  # [B]
+    loss, st = clipped_surrogate(logp, old, adv, 0.2, 0.2)
+    # row 0, A=2: -(1.1*2), -(1*2) ; row 1, A=-1: 1.0, ratio .7 < .8 -> clipped: -min(-.7, -.8) = 0.8
+    torch.testing.assert_close(loss, torch.tensor([[-2.2, -2.0], [1.0, 0.8]]))
+    assert st["clipped_low"].tolist() == [[False, False], [False, True]]
+    loss.sum().backward()
+    assert old.grad is None or torch.all(old.grad == 0)
+
+
+PER_TOKEN = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 5.0, 100.0, 100.0]])
+MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+
+
+def test_aggregate_token_mean():
+    # (1+2+3+4+5) / 5 = 3 ; global normalizer 10 -> 1.5
+    assert aggregate_loss(PER_TOKEN, MASK, "token_mean").item() == pytest.approx(3.0)
+    assert aggregate_loss(PER_TOKEN, MASK, "token_mean", normalizer=10).item() == pytest.approx(1.5)
+
+
+def test_aggregate_seq_mean_token_mean():
+    # per seq: 6/3 = 2, 9/2 = 4.5 ; mean 3.25 ; normalizer 4 sequences -> 6.5 / 4 = 1.625
+    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_mean").item() == pytest.approx(3.25)
+    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_mean", normalizer=4).item() == pytest.approx(1.625)
+
+
+def test_aggregate_seq_mean_token_sum_norm():
+    # default max_len = T = 4: (6/4 + 9/4) / 2 = 1.875 ; max_len 10: (0.6 + 0.9) / 2 = 0.75
+    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_sum_norm").item() == pytest.approx(1.875)
+    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_sum_norm", max_len=10).item() == pytest.approx(0.75)
+
+
+def test_aggregate_grads_and_unknown_mode():
+    x = PER_TOKEN.clone().requires_grad_(True)
+    aggregate_loss(x, MASK, "seq_mean_token_mean").backward()
+    # row 0 tokens weight 1/3 / 2 = 1/6, row 1 tokens 1/2 / 2 = 1/4, masked 0
+    torch.testing.assert_close(x.grad, torch.tensor([[1 / 6, 1 / 6, 1 / 6, 0], [0.25, 0.25, 0, 0]]))
+    assert set(LOSS_AGGREGATIONS.names()) == {"token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"}
+    with pytest.raises(UnknownNameError, match="did you mean 'token_mean'"):
+        aggregate_loss(PER_TOKEN, MASK, "token_men")
