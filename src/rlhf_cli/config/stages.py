@@ -67,4 +67,10 @@ class StageInfo:
 STAGES: Dict[str, StageInfo] = {
     "sft": StageInfo("rlhf_cli.config.stages:SFTConfig", "rlhf_cli.stages.sft",
                      "Supervised fine-tuning on chat, prompt/completion or plain-text data."),
+    "rm": StageInfo("rlhf_cli.config.stage_rm:RMConfig", "rlhf_cli.stages.rm",
+                    "Reward model: Bradley-Terry / Plackett-Luce on preferences, or a process reward model."),
+    "dpo": StageInfo("rlhf_cli.config.stage_dpo:DPOConfig", "rlhf_cli.stages.dpo",
+                     "Direct preference optimisation family: dpo, ipo, cdpo, kto, simpo (loss=...)."),
+    "grpo": StageInfo("rlhf_cli.config.stage_grpo:GRPOConfig", "rlhf_cli.stages.grpo",
+                      "Group Relative Policy Optimization with verifiable rewards (math, code, regex, RM)."),
 }

@@ -1,0 +1,32 @@
+"""Helpers for end-to-end tests: run the real `rlhf` CLI in a subprocess and read what it wrote."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+# Tiny-model settings that keep one optimizer step well under a second on 2 CPU cores.
+TINY = ["model=tiny", "data.max_length=128", "log.progress=false", "optim.warmup_steps=1"]
+
+
+def rlhf(args: Sequence[str], timeout: int = 600, env: Dict[str, str] | None = None,
+         check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m rlhf_cli.cli.app ARGS` from the repo root; fail with its output if check and rc != 0."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "rlhf_cli.cli.app", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rlhf {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def metrics(out: Path) -> List[dict]:
+    return [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def train_losses(out: Path, key: str = "loss") -> Dict[int, float]:
+    return {r["step"]: r[key] for r in metrics(out) if key in r}
