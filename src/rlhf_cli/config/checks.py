@@ -56,3 +56,9 @@ def check_config(cfg: DictConfig) -> None:
         from rlhf_cli.models.loading import resolve_model_dir
 
         resolve_model_dir(cfg.model.path, key="model.path")
+    # Stage-specific checks: a schema class may define ``check(cfg)`` (e.g. GRPOConfig).
+    from rlhf_cli.config.stages import STAGES
+
+    stage_check = getattr(STAGES[cfg.stage].schema, "check", None) if cfg.stage in STAGES else None
+    if stage_check is not None:
+        stage_check(cfg)

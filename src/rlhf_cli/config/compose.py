@@ -129,10 +129,11 @@ def _short(e: Exception) -> str:
     return str(e).strip().splitlines()[0]
 
 
-def _validate(stage: str, cfg: DictConfig, source: str) -> DictConfig:
+def _validate(stage: str, cfg: DictConfig, source: str, *more: DictConfig) -> DictConfig:
+    """Merge cfg (and ``more`` on top) into the stage schema; errors name ``source``."""
     schema = OmegaConf.structured(STAGES[stage].schema)
     try:
-        merged = OmegaConf.merge(schema, cfg)
+        merged = OmegaConf.merge(schema, cfg, *more)
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or _short(e)
         raise ConfigError(f"{source}: unknown key '{key}'{closest(str(key), _all_keys(schema))}") from None
@@ -167,7 +168,7 @@ def compose(stage: str, recipe: Optional[str] = None, overrides: Sequence[str] =
 
     base = _hydra_compose(stage, recipe_groups + cli_groups)
     cfg = _validate(stage, base, f"conf/stage/{stage}.yaml")
-    cfg = _validate(stage, OmegaConf.merge(cfg, recipe_cfg) if recipe else cfg, source)
+    cfg = _validate(stage, cfg, source, recipe_cfg)
     _apply_value_overrides(cfg, cli_values)
     cfg = _validate(stage, cfg, "command line")
     try:

@@ -93,17 +93,19 @@ def bench(
 
     params = SamplingParams(max_new_tokens=new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
 
-    def run_engine():
+    def run_engine(n_new: int = new_tokens):
         gen = torch.Generator(device=device).manual_seed(seed)
-        out = generate(model, prompts, params, eos_token_ids=[no_eos], pad_id=pad_id, generator=gen)
-        assert out.response_ids.shape == (batch, new_tokens)
+        p = params if n_new == new_tokens else SamplingParams(
+            max_new_tokens=n_new, temperature=temperature, top_k=top_k, top_p=top_p)
+        out = generate(model, prompts, p, eos_token_ids=[no_eos], pad_id=pad_id, generator=gen)
+        assert out.response_ids.shape == (batch, n_new)
 
     from rlhf_cli.rollout.generate import left_pad
 
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
 
-    def run_hf():
+    def run_hf(n_new: int = new_tokens):
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids,
@@ -112,16 +114,16 @@ def bench(
                 temperature=temperature,
                 top_k=top_k,  # 0 disables HF's default top-k=50 -> same distribution as the engine
                 top_p=top_p,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
+                max_new_tokens=n_new,
+                min_new_tokens=n_new,
                 eos_token_id=no_eos,
                 pad_token_id=pad_id,
             )
-        assert out.shape == (batch, ids.size(1) + new_tokens)
+        assert out.shape == (batch, ids.size(1) + n_new)
 
-    # warm-up both (allocator, kernels), then interleave repetitions for fairness
-    run_engine()
-    run_hf()
+    # short warm-up of both (allocator, kernels), then interleave repetitions for fairness
+    run_engine(4)
+    run_hf(4)
     t_engine, t_hf = [], []
     for _ in range(reps):
         t_engine += _timeit(run_engine, 1)

@@ -44,6 +44,7 @@ valid. Both flags are off by default (not useful on CPU).
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -153,6 +154,13 @@ def _model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def _supports_logits_to_keep(model: torch.nn.Module) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
 def _decode_step(model, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
     out = model(
         input_ids=input_ids,
@@ -253,14 +261,15 @@ def _generate_chunk(
         cache = DynamicCache(config=model.config)
         decode = _decode_step
 
-    # ---- prefill (always eager)
+    # ---- prefill (always eager); only the last position's logits are needed
+    extra = {"logits_to_keep": 1} if _supports_logits_to_keep(model) else {}
     out = model(
         input_ids=prompt_ids,
         attention_mask=attn if static_cache else prompt_mask,
         position_ids=position_ids,
         past_key_values=cache,
         use_cache=True,
-        logits_to_keep=1,
+        **extra,
     )
     logits = out.logits[:, -1, :].float()
     del out

@@ -6,8 +6,9 @@ from typing import Dict, Sequence, Tuple
 import torch
 
 from rlhf_cli.algos.logprobs import token_logprobs
-from rlhf_cli.data.packing import IGNORE, build_rows, collate
+from rlhf_cli.data.packing import build_rows, collate
 from rlhf_cli.data.sft import load_sft_examples
+from rlhf_cli.models.forward import lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
 from rlhf_cli.stages.common import fit, load_train_eval
 from rlhf_cli.stages.runtime import RunContext
@@ -27,8 +28,7 @@ class SFTTask:
         return batch.input_ids.numel() - batch.num_pad, batch.num_pad
 
     def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
-        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                       attention_mask=batch.attention_mask).logits
+        logits = lm_logits(model, batch.input_ids, batch.position_ids, batch.attention_mask)
         logps = token_logprobs(logits, batch.labels)  # fp32 per chunk, 0 where label == IGNORE
         loss_sum = -logps.sum()
         return loss_sum, {"loss": float(loss_sum.detach())}
