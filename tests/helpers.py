@@ -20,7 +20,8 @@ def rlhf(args: Sequence[str], timeout: int = 600, env: Dict[str, str] | None = N
     proc = subprocess.run([sys.executable, "-m", "rlhf_cli.cli.app", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"rlhf {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"rlhf {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 

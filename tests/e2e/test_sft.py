@@ -31,7 +31,6 @@ def test_loss_falls_and_eval_runs(trained):
 
 
 def test_final_is_a_plain_hf_model_that_generates(trained):
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     final = trained / "final"

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from rlhf_cli.config.compose import compose
-from rlhf_cli.engine.ds_config import build_ds_config, build_frozen_ds_config, resolve_backend, resolve_precision
+from rlhf_cli.engine.ds_config import (
+    build_ds_config,
+    build_frozen_ds_config,
+    resolve_backend,
+    resolve_precision,
+)
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = {

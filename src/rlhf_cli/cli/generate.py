@@ -37,7 +37,8 @@ def chat_reply(lm, tok, messages: List[dict], max_new_tokens: int = 128, tempera
 
     ids = render_prompt(tok, messages) if tok.chat_template else tok(messages[-1]["content"])["input_ids"]
     x = torch.tensor([ids], device=lm.device)
-    kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens,
+                  pad_token_id=tok.pad_token_id or tok.eos_token_id)
     if temperature > 0:
         kwargs.update(temperature=temperature, top_p=top_p)
     with torch.no_grad():

@@ -17,7 +17,12 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-from rlhf_cli.engine.ds_config import build_ds_config, build_frozen_ds_config, resolve_backend, resolve_precision
+from rlhf_cli.engine.ds_config import (
+    build_ds_config,
+    build_frozen_ds_config,
+    resolve_backend,
+    resolve_precision,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -81,7 +81,8 @@ class Progress:
         self.enabled, self.total, self.last_print = enabled, total, 0.0
         self.bar = None
         if enabled and sys.stdout.isatty():
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(),
                                     TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),

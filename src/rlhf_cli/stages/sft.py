@@ -50,7 +50,8 @@ def run(ctx: RunContext) -> dict:
     eval_rows = build_rows(eval_ex, d.max_length, d.packing)
     st = stats[d.path]
     ctx.log(f"SFT data: {st.records} records ({st.skipped} skipped, {st.truncated} truncated) -> "
-            f"{len(train_ex)} train / {len(eval_ex)} eval examples in {len(rows)} {'packed ' if d.packing else ''}rows; "
+            f"{len(train_ex)} train / {len(eval_ex)} eval examples in {len(rows)} "
+            f"{'packed ' if d.packing else ''}rows; "
             f"precision {s.precision}, {s.world_size} process(es), ZeRO-{cfg.engine.zero_stage}")
     model = load_causal_lm(cfg.model, tokenizer)
     task = SFTTask(tokenizer.pad_token_id, d.packing, s.device)
