@@ -32,11 +32,13 @@ def run_training_bench(stage: str, overrides, steps: int):
 def run(peak_gflops: float, opts: dict) -> dict:
     seq = int(opts.get("seq", 512))
     steps = int(opts.get("steps", 4))
+    compile_ = str(opts.get("compile", "false")).lower()
     rows = run_training_bench("sft", ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}",
-                                      "train.micro_batch_size=4", "data.packing=true"], steps)
+                                      "train.micro_batch_size=4", "data.packing=true", f"model.compile={compile_}"],
+                              steps)
     tok_s = sum(r["tokens_per_s"] * r["step_time"] for r in rows) / sum(r["step_time"] for r in rows)
     flops = 6 * N_PARAMS_135M * tok_s
-    return {"bench": "sft", "model": "SmolLM2-135M", "seq": seq, "tokens_per_s": round(tok_s, 1),
+    return {"bench": "sft", "model": "SmolLM2-135M", "seq": seq, "compile": compile_, "tokens_per_s": round(tok_s, 1),
             "achieved_gflops_6N": round(flops / 1e9, 2), "fraction_of_matmul_peak": round(flops / 1e9 / peak_gflops, 3),
             "padding_fraction": round(sum(r["padding_fraction"] for r in rows) / len(rows), 4),
             "peak_rss_mb": round(peak_rss_mb())}

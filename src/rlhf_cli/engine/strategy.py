@@ -149,6 +149,8 @@ class Strategy:
         ds_config = build_ds_config(self.cfg, self.world_size, self.precision, self.cuda)
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=sched,
                                                config=ds_config, dist_init_required=False)
+        if self.cfg.model.compile:
+            engine.compile()  # torch.compile of the wrapped module (inductor; CUDA graphs need static shapes)
         self.engine = engine
         return engine
 
