@@ -31,3 +31,24 @@ def metrics(out: Path) -> List[dict]:
 
 def train_losses(out: Path, key: str = "loss") -> Dict[int, float]:
     return {r["step"]: r[key] for r in metrics(out) if key in r}
+
+
+def interrupted_then_resumed(args: Sequence[str], out: Path, after_steps: int = 3) -> None:
+    """Run `rlhf ARGS output_dir=OUT`, SIGTERM it once ``after_steps`` steps are logged (as a scheduler
+    would), check it checkpointed and exited 130, then rerun the same command to resume to the end."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "rlhf_cli.cli.app", *args, f"output_dir={out}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").exists() and len(metrics(out)) >= after_steps:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert list((out / "checkpoints").glob("step-*")), "no checkpoint written on SIGTERM"
+    assert not (out / "final").exists()
+    rlhf([*args, f"output_dir={out}"])

@@ -1,13 +1,9 @@
 """End-to-end SFT on a tiny random Llama through the real CLI, 1 and 2 DeepSpeed processes."""
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from helpers import REPO, TINY, metrics, rlhf, train_losses
+from helpers import TINY, interrupted_then_resumed, metrics, rlhf, train_losses
 
 pytestmark = pytest.mark.e2e
 BASE = ["train", "sft", *TINY, "data.limit=200", "train.micro_batch_size=2", "optim.lr=3e-3"]
@@ -86,20 +82,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     args = [*BASE, "train.max_steps=10", "train.save_every=0", "train.eval_every=0"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     rlhf([*args, f"output_dir={full}"])
-    proc = subprocess.Popen([sys.executable, "-m", "rlhf_cli.cli.app", *args, f"output_dir={cut}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait until a few steps are logged, then interrupt like a scheduler would
-        if (cut / "metrics.jsonl").exists() and len(metrics(cut)) >= 3:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
-    steps = sorted(int(p.name[5:]) for p in (cut / "checkpoints").glob("step-*"))
-    assert len(steps) == 1 and 3 <= steps[0] < 10, steps
-    assert not (cut / "final").exists()
-    rlhf([*args, f"output_dir={cut}"])  # same command again: resume=auto continues
+    interrupted_then_resumed(args, cut, after_steps=3)
     a, b = train_losses(full), train_losses(cut)
     assert sorted(b) == list(range(1, 11))
     for s in range(1, 11):

@@ -1,0 +1,86 @@
+"""Reward-model stage config, and the preference data section shared with the dpo stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf_cli.config.schema import RunConfig
+from rlhf_cli.config.stages import DataConfig
+from rlhf_cli.errors import ConfigError
+
+PREFERENCE_FORMATS = ("auto", "pairwise", "hh", "ranking", "kto", "process")
+
+
+@dataclass
+class PreferenceDataConfig(DataConfig):
+    # Record shape: auto (detect per record) | pairwise (prompt, chosen, rejected) | hh (chosen/rejected
+    # full "\n\nHuman: ... \n\nAssistant: ..." transcripts) | ranking (prompt, responses best->worst,
+    # optional ranks) | kto (prompt, completion, label) | process (prompt, steps, labels).
+    format: str = "auto"
+    # How string prompts are rendered: chat (one user turn through the tokenizer's chat template, the
+    # response as the assistant turn) | plain (prompt text + response text + EOS). Message lists and HH
+    # transcripts always use the chat template when template=chat.
+    template: str = "chat"
+    # Field names, for data whose columns are named differently.
+    prompt_field: str = "prompt"
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+    # Optional per-pair margin (Llama 2), used by rm.loss=bradley_terry when present.
+    margin_field: str = "margin"
+    responses_field: str = "responses"
+    ranks_field: str = "ranks"
+    completion_field: str = "completion"
+    label_field: str = "label"
+    steps_field: str = "steps"
+    labels_field: str = "labels"
+
+
+@dataclass
+class RMSection:
+    # outcome: one score per response (pairs or rankings) | process: one score per reasoning step
+    # (Lightman et al. 2023), trained with binary cross-entropy on step labels.
+    type: str = "outcome"
+    # Outcome loss: bradley_terry (pairs; rankings use all their strict pairs) | plackett_luce |
+    # pairwise_from_ranking (InstructGPT: the mean over all K-choose-2 pairs of a ranking).
+    loss: str = "bradley_terry"
+    # Reward-centering auxiliary term lambda * (r_c + r_r)^2 (Eisenstein et al. 2023); 0 = off.
+    centering_coef: float = 0.0
+    # Process RMs: text appended after each step; its last token is where the step is scored.
+    step_delimiter: str = "\n"
+    # Process RMs: solution score from step scores at inference: min | prod.
+    aggregate: str = "min"
+
+
+@dataclass
+class RMConfig(RunConfig):
+    data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
+    rm: RMSection = field(default_factory=RMSection)
+
+    @staticmethod
+    def check(cfg) -> None:
+        from rlhf_cli.algos.reward import RM_LOSSES
+
+        check_preference_data(cfg)
+        choose("rm.type", cfg.rm.type, ("outcome", "process"))
+        choose("rm.loss", cfg.rm.loss, RM_LOSSES.names())
+        choose("rm.aggregate", cfg.rm.aggregate, ("min", "prod"))
+        if cfg.rm.centering_coef < 0:
+            raise ConfigError(f"rm.centering_coef={cfg.rm.centering_coef}: must be >= 0")
+        if cfg.rm.type == "process" and cfg.data.format not in ("auto", "process"):
+            raise ConfigError(f"rm.type=process needs data.format=process (or auto), got {cfg.data.format}")
+
+
+def choose(key: str, value, options) -> None:
+    options = list(options)
+    if value not in options:
+        from rlhf_cli.config.compose import closest
+
+        raise ConfigError(f"{key}={value}: must be one of {', '.join(options)}{closest(str(value), options)}")
+
+
+def check_preference_data(cfg) -> None:
+    choose("data.format", cfg.data.format, PREFERENCE_FORMATS)
+    choose("data.template", cfg.data.template, ("chat", "plain"))
+    if cfg.data.max_length < 8:
+        raise ConfigError(f"data.max_length={cfg.data.max_length}: must be >= 8")
+
+

@@ -1,0 +1,183 @@
+"""Scalar reward models: build, train-time forward, and a scorer for RL stages.
+
+Format of a saved reward model (``final/`` of an rm run): a plain Hugging Face
+``AutoModelForSequenceClassification`` dir with ``num_labels=1`` (backbone + linear ``score`` head), plus
+``reward_config.json``::
+
+    {"type": "outcome" | "process", "score_position": "last_token", "template": "chat" | "plain",
+     "max_length": 512, "step_delimiter": "\\n", "aggregate": "min"}
+
+``score_position: last_token`` means the score is the head's output at the LAST ATTENDED token of
+prompt + answer (from the attention mask, right padding). Hugging Face's own pooling instead picks the
+last token that differs from ``pad_token_id``; SmolLM2's pad token is its EOS ``<|im_end|>``, so on
+sequences that end with EOS it would score the wrong position. ``RewardModelScorer`` pools correctly.
+Process RMs score each step at the last token of the step's delimiter; the step score is
+``sigmoid(logit)`` = P(step correct).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+REWARD_CONFIG = "reward_config.json"
+
+
+class ScalarRewardModel(torch.nn.Module):
+    """Wraps an ``AutoModelForSequenceClassification`` and returns the head's value at every position."""
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.hf = hf_model
+
+    @property
+    def config(self):
+        return self.hf.config
+
+    def head(self):
+        return getattr(self.hf, "score", None) or self.hf.classifier
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                    use_cache=False).last_hidden_state
+        return self.head()(hidden).squeeze(-1).float()  # [N, T]
+
+    def save_pretrained(self, path, state_dict=None, **kwargs):
+        if state_dict is not None:
+            state_dict = {k[len("hf."):] if k.startswith("hf.") else k: v for k, v in state_dict.items()}
+        self.hf.config.architectures = [type(self.hf).__name__]
+        self.hf.save_pretrained(path, state_dict=state_dict, **kwargs)
+
+
+def last_token_scores(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``values[n, last attended position of row n]`` for right-padded rows -> ``[N]``."""
+    last = attention_mask.long().sum(dim=1).clamp(min=1) - 1
+    return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+
+def build_reward_model(mcfg, tokenizer, seed: int, dtype: torch.dtype = torch.float32) -> ScalarRewardModel:
+    """A reward model from a causal-LM dir / previous run / the tiny preset (new head, seeded init), or
+    an existing reward model dir (its head kept)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf_cli.models.loading import model_source, tiny_config
+
+    fresh_head = True
+    if mcfg.name == "tiny" and not mcfg.path:
+        cfg = tiny_config(mcfg.tiny, tokenizer)
+        cfg.num_labels = 1
+        cfg._attn_implementation = mcfg.attn_implementation
+        with torch.random.fork_rng():
+            torch.manual_seed(mcfg.tiny.seed)
+            hf = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype)
+    else:
+        src = model_source(mcfg)
+        fresh_head = not (Path(src) / REWARD_CONFIG).exists()
+        hf = AutoModelForSequenceClassification.from_pretrained(
+            str(src), num_labels=1, dtype=dtype, attn_implementation=mcfg.attn_implementation,
+            trust_remote_code=mcfg.trust_remote_code)
+    hf.config.pad_token_id = tokenizer.pad_token_id
+    hf.config.use_cache = False
+    model = ScalarRewardModel(hf)
+    if fresh_head:  # the same weights on every process and rerun: N(0, 1/(hidden+1)) as in OpenRLHF
+        w = model.head().weight
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            w.copy_(torch.randn(w.shape, generator=g) / (hf.config.hidden_size + 1) ** 0.5)
+            if getattr(model.head(), "bias", None) is not None:
+                model.head().bias.zero_()
+    if mcfg.gradient_checkpointing:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def reward_config_text(rm, data, max_length: int) -> str:
+    return json.dumps({"type": rm.type, "score_position": "last_token" if rm.type == "outcome" else
+                       "step_delimiter_last_token", "template": data.template, "max_length": max_length,
+                       "step_delimiter": rm.step_delimiter, "aggregate": rm.aggregate}, indent=2)
+
+
+def _pad(seqs: Sequence[List[int]], pad_id: int):
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        attn[i, :len(s)] = 1
+    return ids, attn
+
+
+class RewardModelScorer:
+    """Score (prompt, completion) pairs with a trained reward model, rendered exactly as in training.
+
+    ``score(prompts, completions) -> list[float]``: outcome RMs give the scalar reward; process RMs split
+    each completion into steps at the delimiter and give the aggregate (min or prod) of the step
+    probabilities. ``score_steps`` gives the per-step probabilities (dense rewards).
+    """
+
+    def __init__(self, path: str, device: str = "auto", dtype: str = "auto", batch_size: int = 8):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from rlhf_cli.data.preference import Encoder
+        from rlhf_cli.models.loading import resolve_model_dir
+
+        root = resolve_model_dir(path, key="rm.path")
+        cfg_file = root / REWARD_CONFIG
+        self.cfg = {"type": "outcome", "template": "chat", "max_length": 2048, "step_delimiter": "\n",
+                    "aggregate": "min", **(json.loads(cfg_file.read_text()) if cfg_file.exists() else {})}
+        cuda = torch.cuda.is_available()
+        self.device = torch.device("cuda" if cuda else "cpu") if device == "auto" else torch.device(device)
+        if dtype == "auto":
+            dt = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        else:
+            dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        self.tokenizer = AutoTokenizer.from_pretrained(str(root))
+        hf = AutoModelForSequenceClassification.from_pretrained(str(root), dtype=dt)
+        self.model = ScalarRewardModel(hf).to(self.device).eval()
+        self.batch_size = batch_size
+        self.encoder = Encoder(self.tokenizer, self.cfg["template"], self.cfg["max_length"])
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @torch.no_grad()
+    def values(self, seqs: Sequence[List[int]], positions: Optional[Sequence[List[int]]] = None):
+        """Head outputs at the last token of each sequence, or at the given positions of each sequence."""
+        out: list = []
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths share a batch
+        res: dict = {}
+        for k in range(0, len(order), self.batch_size):
+            chunk = order[k:k + self.batch_size]
+            ids, attn = _pad([seqs[i] for i in chunk], self.pad_id)
+            v = self.model(ids.to(self.device), attn.to(self.device)).cpu()
+            for j, i in enumerate(chunk):
+                res[i] = (float(last_token_scores(v[j:j + 1], attn[j:j + 1])[0]) if positions is None
+                          else [float(v[j, p]) for p in positions[i]])
+        out = [res[i] for i in range(len(seqs))]
+        return out
+
+    def score_ids(self, seqs: Sequence[List[int]]) -> List[float]:
+        return self.values(seqs)
+
+    def score_steps(self, prompts: Sequence, steps: Sequence[List[str]]) -> List[List[float]]:
+        enc = [self.encoder.encode_steps(p, s, self.cfg["step_delimiter"]) for p, s in zip(prompts, steps)]
+        logits = self.values([ids for ids, _ in enc], [ends for _, ends in enc])
+        return [torch.sigmoid(torch.tensor(x)).tolist() for x in logits]
+
+    def score(self, prompts: Sequence, completions: Sequence[str]) -> List[float]:
+        if self.cfg["type"] == "process":
+            delim = self.cfg["step_delimiter"]
+            steps = [[s for s in c.split(delim) if s.strip()] or [c] for c in completions]
+            from rlhf_cli.algos.reward import aggregate_step_scores
+
+            out = []
+            for probs in self.score_steps(prompts, steps):
+                t = torch.tensor([probs])
+                valid = torch.ones_like(t, dtype=torch.bool)
+                out.append(float(aggregate_step_scores(t, valid, self.cfg["aggregate"])[0]))
+            return out
+        seqs = []
+        for p, c in zip(prompts, completions):
+            pids, (a,), _ = self.encoder.encode(p, [c])
+            seqs.append(pids + a)
+        return self.values(seqs)

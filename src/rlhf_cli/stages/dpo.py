@@ -1,0 +1,165 @@
+"""DPO family: dpo, cdpo, ipo, simpo (paired) and kto (unpaired) on a frozen reference.
+
+Chosen and rejected rows of a micro-batch go through the policy in ONE concatenated forward (2B right-
+padded rows); per-token log-probs come from a chunked log-softmax gather (``algos.logprobs``), summed
+over answer tokens (ipo/simpo: averaged). Reference log-probs are either precomputed once before
+training (``ref.precompute=true``: each process scores its share of the examples, the shares are
+all-gathered, the reference model is freed, and the numbers are cached in output_dir/ref_logps.pt for
+resumes) or computed live per batch by a frozen copy (ZeRO-3 sharded under engine=zero3).
+KTO pairs every prompt with another example's answer (fixed at load time) for its KL reference point,
+averaged over all processes.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from rlhf_cli.algos.logprobs import token_logprobs
+from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, kto_loss
+from rlhf_cli.data.packing import IGNORE
+from rlhf_cli.data.preference import PrefItem, collate_preferences
+from rlhf_cli.models.forward import lm_logits
+from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.stages.common import fit
+from rlhf_cli.stages.rm import load_preference_splits
+from rlhf_cli.stages.runtime import RunContext
+
+LENGTH_AVERAGED = ("ipo", "simpo")
+
+
+def sequence_logps(model, batch, chunk_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(sum of answer-token log-probs [N], number of answer tokens [N]) for every row of the batch."""
+    logits = lm_logits(model, batch.input_ids, None, batch.attention_mask)
+    logps = token_logprobs(logits, batch.labels, chunk_size)  # 0 where label == IGNORE
+    return logps.sum(-1), (batch.labels != IGNORE).sum(-1).clamp(min=1)
+
+
+def loss_kwargs(d) -> dict:
+    ls = d.label_smoothing
+    return {"dpo": {"label_smoothing": ls or 0.0}, "cdpo": {"label_smoothing": 0.1 if ls is None else ls},
+            "ipo": {"tau": d.tau}, "simpo": {"gamma": d.gamma, "label_smoothing": ls or 0.0}}.get(d.loss, {})
+
+
+class DPOTask:
+    def __init__(self, ctx: RunContext, pad_id: int, ref=None):
+        self.d, self.s, self.pad_id, self.ref = ctx.cfg.dpo, ctx.strategy, pad_id, ref
+
+    def collate(self, rows):
+        return collate_preferences(rows, self.pad_id).to(self.s.device)
+
+    def weight(self, batch) -> float:
+        return float(batch.num_items)
+
+    def tokens(self, batch) -> Tuple[int, int]:
+        return int(batch.attention_mask.sum()), batch.num_pad
+
+    def reference(self, batch) -> Optional[torch.Tensor]:
+        if self.d.loss == "simpo":
+            return None
+        if self.ref is None:
+            return batch.ref_logps
+        with torch.no_grad():
+            return sequence_logps(self.ref, batch, self.d.logprob_chunk_size)[0]
+
+    def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
+        d = self.d
+        pol, count = sequence_logps(model, batch, d.logprob_chunk_size)
+        ref = self.reference(batch)
+        if d.loss == "kto":
+            return self.kto(pol, ref, batch)
+        if d.loss in LENGTH_AVERAGED:
+            pol, ref = pol / count, (None if ref is None else ref / count)
+        c, r = batch.index[:, 0], batch.index[:, 1]
+        losses, cr, rr = DPO_LOSSES.get(d.loss)(pol[c], pol[r], None if ref is None else ref[c],
+                                                None if ref is None else ref[r], beta=d.beta, **loss_kwargs(d))
+        loss_sum = losses.sum()
+        return loss_sum, {"loss": float(loss_sum.detach()), "rewards/chosen": float(cr.sum()),
+                          "rewards/rejected": float(rr.sum()), "rewards/margin": float((cr - rr).sum()),
+                          "accuracy": float((cr > rr).sum()), "logps/chosen": float(pol[c].detach().sum()),
+                          "logps/rejected": float(pol[r].detach().sum())}
+
+    def kto(self, pol, ref, batch):
+        d = self.d
+        m, k = batch.index[:, 0], batch.index[:, 1]
+        z0 = kto_kl_reference_point(pol[k].detach(), ref[k], clamp=False)
+        if torch.is_grad_enabled() and self.s.world_size > 1:  # training: every process joins; eval: local
+            z0 = torch.tensor(self.s.all_reduce([float(z0)])[0] / self.s.world_size)
+        z0 = z0.clamp(min=0)
+        losses, rewards = kto_loss(pol[m], ref[m], batch.label, z0, beta=d.beta,
+                                   desirable_weight=d.desirable_weight, undesirable_weight=d.undesirable_weight)
+        loss_sum = losses.sum()
+        right = ((rewards > float(d.beta * z0)) == batch.label).sum()
+        return loss_sum, {"loss": float(loss_sum.detach()), "kl": float(z0) * batch.num_items,
+                          "accuracy": float(right), "rewards/mean": float(rewards.sum()),
+                          "logps/mean": float(pol[m].detach().sum())}
+
+
+@torch.no_grad()
+def precompute_reference(ctx: RunContext, ref, splits: List[List[PrefItem]], pad_id: int) -> None:
+    """Fill ``item.ref_logps`` for every example: each process scores its share, then all-gather."""
+    s, cfg = ctx.strategy, ctx.cfg
+    for items in splits:
+        mine = sorted(range(s.rank, len(items), s.world_size), key=lambda i: -len(items[i]))
+        out = {}
+        for k in range(0, len(mine), cfg.ref.batch_size):
+            chunk = mine[k:k + cfg.ref.batch_size]
+            batch = collate_preferences([items[i] for i in chunk], pad_id).to(s.device)
+            sums = sequence_logps(ref, batch, cfg.dpo.logprob_chunk_size)[0].float().cpu()
+            for j, i in enumerate(chunk):
+                out[i] = [float(sums[batch.index[j, c]]) for c in range(len(items[i].seqs))]
+        if s.world_size > 1:
+            import torch.distributed as dist
+
+            shares = [None] * s.world_size
+            dist.all_gather_object(shares, out)
+            out = {i: v for share in shares for i, v in share.items()}
+        for i, v in out.items():
+            items[i].ref_logps = v
+
+
+def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) -> None:
+    """Precomputed reference log-probs, from output_dir/ref_logps.pt when a resumed run saved them."""
+    cache = ctx.out / "ref_logps.pt"
+    if cache.exists():
+        saved = torch.load(cache)
+        if [len(x) for x in saved] == [len(x) for x in splits]:
+            for items, values in zip(splits, saved):
+                for it, v in zip(items, values):
+                    it.ref_logps = v
+            ctx.log(f"Reference log-probs loaded from {cache}")
+            return
+    ref = load_reference(ctx, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
+    precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
+    del ref
+    if ctx.strategy.is_main:
+        torch.save([[it.ref_logps for it in items] for items in splits], cache)
+    ctx.log(f"Reference log-probs precomputed for {sum(len(x) for x in splits)} examples")
+
+
+def load_reference(ctx: RunContext, tokenizer):
+    mcfg = copy.deepcopy(ctx.cfg.model)
+    if ctx.cfg.ref.path:
+        mcfg.path = ctx.cfg.ref.path
+    mcfg.gradient_checkpointing = False
+    model = load_causal_lm(mcfg, tokenizer)
+    model.requires_grad_(False)
+    return model
+
+
+def run(ctx: RunContext) -> dict:
+    cfg, s = ctx.cfg, ctx.strategy
+    tokenizer = load_tokenizer(cfg.model)
+    kind = "kto" if cfg.dpo.loss == "kto" else "pairs"
+    train, evals, st = load_preference_splits(ctx, tokenizer, kind)
+    ref = None
+    if cfg.dpo.loss != "simpo":  # SimPO is reference-free
+        if cfg.ref.precompute:
+            reference_logps(ctx, tokenizer, [train, evals])
+        else:
+            ref = s.prepare_frozen(load_reference(ctx, tokenizer))
+    model = load_causal_lm(cfg.model, tokenizer)
+    task = DPOTask(ctx, tokenizer.pad_token_id, ref)
+    return fit(ctx, model, tokenizer, task, train, evals,
+               summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})

@@ -1,0 +1,106 @@
+"""Reward model: a causal-LM backbone + scalar head, trained on preferences (pairs or K-wise rankings)
+with Bradley-Terry / Plackett-Luce, or on step labels as a process reward model (BCE per step).
+
+final/ is an ``AutoModelForSequenceClassification`` (num_labels=1) dir + ``reward_config.json``; see
+``rlhf_cli.models.reward`` for the format and the scorer used by RL stages and ``rlhf eval rm-accuracy``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+
+from rlhf_cli.algos.reward import RANKING_LOSSES, RM_LOSSES, bradley_terry, pairwise_from_ranking, process_bce
+from rlhf_cli.data.preference import collate_preferences, load_preferences
+from rlhf_cli.models.loading import load_tokenizer
+from rlhf_cli.models.reward import build_reward_model, last_token_scores, reward_config_text
+from rlhf_cli.stages.common import fit, load_train_eval
+from rlhf_cli.stages.runtime import RunContext
+
+
+def ranking_stats(grid: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per item: fraction of strictly ordered pairs scored in the right order, and their mean score gap."""
+    pair = valid.unsqueeze(2) & valid.unsqueeze(1) & (ranks.unsqueeze(2) < ranks.unsqueeze(1))
+    gap = grid.unsqueeze(2) - grid.unsqueeze(1)  # [B, i, j] = s_i - s_j, i ranked better
+    n = pair.sum(dim=(1, 2)).clamp(min=1)
+    acc = (pair & (gap > 0)).sum(dim=(1, 2)) / n
+    margin = torch.where(pair, gap, torch.zeros_like(gap)).sum(dim=(1, 2)) / n
+    return acc, margin
+
+
+def preference_scores(values: torch.Tensor, batch) -> torch.Tensor:
+    """[B, K] last-token scores of every candidate (0 where a candidate is absent)."""
+    scores = last_token_scores(values, batch.attention_mask)
+    return scores[batch.index].masked_fill(~batch.valid, 0.0)
+
+
+class RMTask:
+    def __init__(self, rm_cfg, pad_id: int, device: torch.device):
+        self.rm, self.pad_id, self.device = rm_cfg, pad_id, device
+        self.process = rm_cfg.type == "process"
+
+    def collate(self, rows):
+        return collate_preferences(rows, self.pad_id).to(self.device)
+
+    def weight(self, batch) -> float:
+        return float(batch.step_labels.numel() if self.process else batch.num_items)
+
+    def tokens(self, batch) -> Tuple[int, int]:
+        return int(batch.attention_mask.sum()), batch.num_pad
+
+    def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
+        values = model(batch.input_ids, batch.attention_mask)
+        if self.process:
+            logits = values[batch.step_rows, batch.step_cols]
+            n = batch.step_labels.numel()
+            loss_sum = process_bce(logits, batch.step_labels) * n
+            right = ((logits > 0).float() == batch.step_labels).sum()
+            return loss_sum, {"loss": float(loss_sum.detach()), "step_accuracy": float(right)}
+        grid = preference_scores(values, batch)
+        pairs = grid.shape[1] == 2 and bool(batch.valid.all()) and bool((batch.ranks[:, 0] < batch.ranks[:, 1]).all())
+        if self.rm.loss == "bradley_terry" and pairs:
+            losses = bradley_terry(grid[:, 0], grid[:, 1], batch.margin, self.rm.centering_coef)
+        elif self.rm.loss in RANKING_LOSSES:
+            losses = RM_LOSSES.get(self.rm.loss)(grid, batch.ranks, batch.valid)
+        else:  # Bradley-Terry on a K-wise ranking = the mean over its strictly ordered pairs
+            losses = pairwise_from_ranking(grid, batch.ranks, batch.valid)
+        loss_sum = losses.sum()
+        g = grid.detach()
+        acc, margin = ranking_stats(g, batch.ranks, batch.valid)
+        v = batch.valid.float()
+        mean_item = (g * v).sum(1) / v.sum(1)
+        flat = g[batch.valid]
+        return loss_sum, {"loss": float(loss_sum.detach()), "accuracy": float(acc.sum()),
+                          "margin": float(margin.sum()), "reward_mean": float(mean_item.sum()),
+                          "reward_std": float(flat.std(unbiased=False)) * batch.num_items}
+
+
+def load_preference_splits(ctx: RunContext, tokenizer, kind: str, delimiter: str = "\n"):
+    """Train/eval items for rm/dpo with the data summary logged; returns (train, eval, stats)."""
+    d = ctx.cfg.data
+    stats = {}
+
+    def load(path):
+        items, st = load_preferences(path, d, tokenizer, kind, limit=d.limit if path == d.path else 0,
+                                     seed=ctx.cfg.seed, rm_delimiter=delimiter)
+        stats[path] = st
+        return items
+
+    train, evals = load_train_eval(ctx, load)
+    st = stats[d.path]
+    ctx.log(f"{ctx.cfg.stage} data: {st.records} records ({st.skipped} skipped, {st.truncated} truncated) -> "
+            f"{len(train)} train / {len(evals)} eval examples; precision {ctx.strategy.precision}, "
+            f"{ctx.strategy.world_size} process(es), ZeRO-{ctx.cfg.engine.zero_stage}")
+    return train, evals, st
+
+
+def run(ctx: RunContext) -> dict:
+    cfg, s = ctx.cfg, ctx.strategy
+    tokenizer = load_tokenizer(cfg.model)
+    kind = "process" if cfg.rm.type == "process" else "outcome"
+    train, evals, st = load_preference_splits(ctx, tokenizer, kind, cfg.rm.step_delimiter)
+    model = build_reward_model(cfg.model, tokenizer, cfg.seed)
+    task = RMTask(cfg.rm, tokenizer.pad_token_id, s.device)
+    extra = {"reward_config.json": reward_config_text(cfg.rm, cfg.data, cfg.data.max_length)}
+    return fit(ctx, model, tokenizer, task, train, evals, extra_files=extra,
+               summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})
