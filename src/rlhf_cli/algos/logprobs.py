@@ -46,7 +46,8 @@ def token_logprobs(
         ``[B, T]`` float32 tensor of ``log softmax(logits)[label]``.
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(f"expected logits [B,T,V] and labels [B,T], got {tuple(logits.shape)} and {tuple(labels.shape)}")
+        raise ValueError(f"expected logits [B,T,V] and labels [B,T], "
+                         f"got {tuple(logits.shape)} and {tuple(labels.shape)}")
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     # Checkpointing exists to avoid keeping each chunk's fp32 upcast for backward. fp32 logits need no

@@ -8,6 +8,9 @@ import importlib
 BENCHES = {
     # name: "module:function"
     "sft": "rlhf_cli.bench.sft:run",
+    "grpo": "rlhf_cli.bench.grpo:run",
+    "rm": "rlhf_cli.bench.rm:run",
+    "dpo": "rlhf_cli.bench.dpo:run",
 }
 
 

@@ -119,9 +119,10 @@ def check_grpo(cfg) -> None:
     if cfg.data.max_length <= g.max_new_tokens:
         raise ConfigError(f"data.max_length={cfg.data.max_length} must exceed grpo.max_new_tokens="
                           f"{g.max_new_tokens} (the rest is the prompt budget)")
-    from rlhf_cli.rollout.rewards import RewardError, build_reward
-    import rlhf_cli.rollout.rewards.model  # noqa: F401  (registers the 'model' reward)
     from omegaconf import OmegaConf
+
+    import rlhf_cli.rollout.rewards.model  # noqa: F401  (registers the 'model' reward)
+    from rlhf_cli.rollout.rewards import RewardError, build_reward
 
     try:
         build_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))

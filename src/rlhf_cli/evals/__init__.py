@@ -3,6 +3,8 @@ import importlib
 
 KINDS = {
     # kind: ("module:function", one-line description)
+    "gsm8k": ("rlhf_cli.evals.gsm8k:run", "greedy exact-match accuracy on GSM8K-shaped {question, answer} data"),
+    "rm-accuracy": ("rlhf_cli.evals.rm_accuracy:run", "pairwise accuracy of a reward model on a preference file"),
 }
 
 

@@ -4,7 +4,13 @@
 ``(prompts, completions, **dataset_fields)`` to get a :class:`RewardOutput`.
 Built-ins: ``gsm8k``, ``format``, ``code``; custom: ``python:module:function``.
 """
+from . import code as _code  # noqa: F401 (importing registers the reward)
+from . import format as _format  # noqa: F401
+from . import gsm8k as _gsm8k  # noqa: E402,F401  (register built-ins)
+from .code import ExecResult, extract_code, run_code
 from .errors import RewardError
+from .gsm8k import extract_answer, normalize_number
+from .plugin import load_plugin
 from .registry import (
     REWARDS,
     CombinedReward,
@@ -16,10 +22,6 @@ from .registry import (
     build_reward_fn,
     validate_scores,
 )
-from . import gsm8k as _gsm8k, format as _format, code as _code  # noqa: E402,F401  (register built-ins)
-from .gsm8k import extract_answer, normalize_number
-from .code import extract_code, run_code, ExecResult
-from .plugin import load_plugin
 
 __all__ = [
     "REWARDS", "Registry", "UnknownNameError", "RewardError", "RewardOutput", "RewardTerm",

@@ -23,7 +23,9 @@ import difflib
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, TypeVar, Union
+from typing import Any, Callable, Dict, List, Mapping, Sequence, TypeVar, Union
+
+from rlhf_cli.algos.registry import Registry, UnknownNameError  # noqa: F401 (re-exported)
 
 from .errors import RewardError
 
@@ -36,62 +38,13 @@ PLUGIN_PREFIX = "python:"
 RESERVED_KEYS = ("name", "weight", "alias")
 
 
-# --------------------------------------------------------------------------- registry
-class UnknownNameError(KeyError):
-    """Raised by :meth:`Registry.get` for a name that was never registered."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message otherwise
-        return str(self.args[0]) if self.args else ""
-
-
-class Registry:
-    """Maps names to callables (same interface as ``rlhf_cli.algos.registry.Registry``)."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._items: Dict[str, Callable] = {}
-
-    def register(self, name: str) -> Callable[[F], F]:
-        def deco(fn: F) -> F:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._items[name] = fn
-            return fn
-
-        return deco
-
-    def get(self, name: str) -> Callable:
-        try:
-            return self._items[name]
-        except KeyError:
-            pass
-        names = self.names()
-        close = difflib.get_close_matches(str(name), names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UnknownNameError(f"unknown {self.kind} {name!r} ({hint}choices: {', '.join(names)})")
-
-    def names(self) -> List[str]:
-        return sorted(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"Registry({self.kind!r}, {self.names()})"
-
-
+# The one registry class of the project (names -> callables, closest-name errors).
 REWARDS = Registry("reward function")
 
 
 def _ensure_builtins() -> None:
     # importing the modules registers them (decorators); safe to call repeatedly
-    from . import code, format, gsm8k  # noqa: F401
+    from . import code, format, gsm8k, model  # noqa: F401
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,0 +1,134 @@
+"""Experience for policy-gradient stages: scored groups of responses -> padded tensors, the
+teacher-forced log-prob forward, and the clipped-surrogate micro-batch loss (GRPO; PPO reuses them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from rlhf_cli.algos.logprobs import token_entropy, token_logprobs
+from rlhf_cli.algos.policy import KL_ESTIMATORS, aggregate_loss, clipped_surrogate
+from rlhf_cli.rollout.generate import left_pad
+
+
+@dataclass
+class Sample:
+    """One generated response with its prompt (unpadded) and its scores."""
+    prompt_ids: List[int]
+    response_ids: List[int]
+    finished: bool
+    reward: float = 0.0
+    per_function: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Experience:
+    prompt_ids: torch.Tensor      # [N, P] left-padded
+    prompt_mask: torch.Tensor     # [N, P]
+    response_ids: torch.Tensor    # [N, L] right-padded
+    response_mask: torch.Tensor   # [N, L] float; 0 at pads and at masked (overlong) responses
+    advantages: torch.Tensor      # [N]
+    old_logp: Optional[torch.Tensor] = None  # [N, L] (num_iterations > 1)
+    ref_logp: Optional[torch.Tensor] = None  # [N, L] (kl_coef > 0)
+    response_lengths: Optional[torch.Tensor] = None  # [N] generated tokens (incl. loss-masked responses)
+
+    def __len__(self) -> int:
+        return self.prompt_ids.size(0)
+
+    def select(self, rows: Sequence[int]) -> "Experience":
+        """Rows ``rows``, with all-padding columns trimmed (left of prompts, right of responses)."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long)
+        pm = self.prompt_mask[idx]
+        p_keep = int(pm.sum(-1).max())
+        lens = self.response_lengths[idx] if self.response_lengths is not None else \
+            (self.response_mask[idx] > 0).sum(-1)
+        l_keep = max(1, int(lens.max()))
+
+        def cut_r(x):
+            return None if x is None else x[idx][:, :l_keep]
+
+        return replace(self, prompt_ids=self.prompt_ids[idx][:, -p_keep:], prompt_mask=pm[:, -p_keep:],
+                       response_ids=cut_r(self.response_ids), response_mask=cut_r(self.response_mask),
+                       advantages=self.advantages[idx], old_logp=cut_r(self.old_logp),
+                       ref_logp=cut_r(self.ref_logp), response_lengths=lens)
+
+
+def build_experience(samples: Sequence[Sample], advantages: torch.Tensor, pad_id: int,
+                     mask_truncated: bool, device) -> Experience:
+    """Pad samples into tensors; ``mask_truncated`` zeroes the loss mask of unfinished responses."""
+    prompt_ids, prompt_mask = left_pad([s.prompt_ids for s in samples], pad_id)
+    L = max(1, max(len(s.response_ids) for s in samples))
+    resp = torch.full((len(samples), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(samples), L), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        n = len(s.response_ids)
+        resp[i, :n] = torch.as_tensor(s.response_ids, dtype=torch.long)
+        if not (mask_truncated and not s.finished):
+            mask[i, :n] = 1.0
+    lens = torch.as_tensor([len(s.response_ids) for s in samples], dtype=torch.long)
+    return Experience(prompt_ids.to(device), prompt_mask.to(device), resp.to(device), mask.to(device),
+                      advantages.float().to(device), response_lengths=lens)
+
+
+def response_logprobs(model, exp: Experience, temperature: float, chunk_size: int,
+                      with_entropy: bool = False):
+    """Teacher-forced ``log pi(response_t | prompt, response_<t)`` ``[N, L]`` (fp32, temperature-scaled
+    like the sampler), plus per-token entropy when asked. Only the response positions reach the LM head."""
+    ids = torch.cat([exp.prompt_ids, exp.response_ids], dim=1)
+    attn = torch.cat([exp.prompt_mask.long(), _real(exp)], dim=1)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    L = exp.response_ids.size(1)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=L + 1).logits[:, :-1]
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = token_logprobs(logits, exp.response_ids, chunk_size)
+    ent = token_entropy(logits, chunk_size) if with_entropy else None
+    return logp, ent
+
+
+def _real(exp: Experience) -> torch.Tensor:
+    """1 at generated tokens (whether or not they are masked out of the loss)."""
+    L = exp.response_ids.size(1)
+    if exp.response_lengths is None:
+        return (exp.response_mask > 0).long()
+    ar = torch.arange(L, device=exp.response_ids.device)
+    return (ar[None, :] < exp.response_lengths.to(ar.device)[:, None]).long()
+
+
+@torch.no_grad()
+def batched_logprobs(model, exp: Experience, micro_batch_size: int, temperature: float,
+                     chunk_size: int) -> torch.Tensor:
+    """``response_logprobs`` over the whole experience in micro-batches, no grad -> ``[N, L]``."""
+    out = torch.zeros(exp.response_ids.shape, dtype=torch.float32, device=exp.response_ids.device)
+    for rows in micro_batches(len(exp), micro_batch_size):
+        mb = exp.select(rows)
+        lp, _ = response_logprobs(model, mb, temperature, chunk_size)
+        out[rows[0]:rows[-1] + 1, :lp.size(1)] = lp
+    return out
+
+
+def micro_batches(n: int, size: int) -> List[List[int]]:
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+def policy_loss(model, mb: Experience, g, normalizer: float, with_entropy: bool):
+    """Clipped surrogate (+ kl_coef * KL to the reference) aggregated by ``g.loss_agg`` with a GLOBAL
+    normalizer. Returns (loss, {metric: sum over tokens}) with token count under 'tokens'."""
+    logp, ent = response_logprobs(model, mb, g.temperature, g.logprob_chunk_size, with_entropy)
+    old = mb.old_logp if mb.old_logp is not None else logp.detach()
+    per_token, st = clipped_surrogate(logp, old, mb.advantages, g.clip_low, g.clip_high)
+    m = mb.response_mask
+    stats = {"tokens": float(m.sum()),
+             "clip_low": float((st["clipped_low"].float() * m).sum()),
+             "clip_high": float((st["clipped_high"].float() * m).sum())}
+    if g.kl_coef > 0:
+        kl = KL_ESTIMATORS.get(g.kl_estimator)(logp, mb.ref_logp)
+        per_token = per_token + g.kl_coef * kl
+        stats["kl"] = float((kl.detach() * m).sum())
+    if ent is not None:
+        stats["entropy"] = float((ent * m).sum())
+    loss = aggregate_loss(per_token, m, g.loss_agg, max_len=g.max_new_tokens, normalizer=normalizer)
+    stats["loss"] = float(loss.detach())
+    return loss, stats
