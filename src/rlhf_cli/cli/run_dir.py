@@ -8,7 +8,7 @@ from pathlib import Path
 from rlhf_cli.engine.strategy import list_checkpoints
 from rlhf_cli.errors import RunDirError
 
-OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb")
+OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb", "ref_logps.pt")
 
 
 def prepare_output_dir(cfg, config_yaml: str) -> Path:

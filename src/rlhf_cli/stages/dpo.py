@@ -12,6 +12,7 @@ averaged over all processes.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -119,13 +120,24 @@ def precompute_reference(ctx: RunContext, ref, splits: List[List[PrefItem]], pad
             items[i].ref_logps = v
 
 
+def reference_cache_key(cfg) -> str:
+    """Everything the cached reference log-probs depend on: the reference weights (ref.path, else the
+    starting model), the data and its tokenisation, the split. A cache with another key is recomputed."""
+    from omegaconf import OmegaConf
+
+    keys = {"ref": cfg.ref.path, "model": OmegaConf.to_container(cfg.model), "data": OmegaConf.to_container(cfg.data),
+            "seed": cfg.seed, "precision": cfg.precision}
+    return json.dumps(keys, sort_keys=True)
+
+
 def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) -> None:
-    """Precomputed reference log-probs, from output_dir/ref_logps.pt when a resumed run saved them."""
-    cache = ctx.out / "ref_logps.pt"
+    """Precomputed reference log-probs, from output_dir/ref_logps.pt when a resumed run saved them
+    for the same reference model and data (checked by key, never by shape alone)."""
+    cache, key = ctx.out / "ref_logps.pt", reference_cache_key(ctx.cfg)
     if cache.exists():
         saved = torch.load(cache)
-        if [len(x) for x in saved] == [len(x) for x in splits]:
-            for items, values in zip(splits, saved):
+        if isinstance(saved, dict) and saved.get("key") == key:
+            for items, values in zip(splits, saved["values"]):
                 for it, v in zip(items, values):
                     it.ref_logps = v
             ctx.log(f"Reference log-probs loaded from {cache}")
@@ -134,7 +146,7 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) ->
     precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
     del ref
     if ctx.strategy.is_main:
-        torch.save([[it.ref_logps for it in items] for items in splits], cache)
+        torch.save({"key": key, "values": [[it.ref_logps for it in items] for items in splits]}, cache)
     ctx.log(f"Reference log-probs precomputed for {sum(len(x) for x in splits)} examples")
 
 
