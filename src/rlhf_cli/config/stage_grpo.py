@@ -121,7 +121,6 @@ def check_grpo(cfg) -> None:
                           f"{g.max_new_tokens} (the rest is the prompt budget)")
     from omegaconf import OmegaConf
 
-    import rlhf_cli.rollout.rewards.model  # noqa: F401  (registers the 'model' reward)
     from rlhf_cli.rollout.rewards import RewardError, build_reward
 
     try:

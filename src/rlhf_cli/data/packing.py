@@ -116,6 +116,11 @@ def epoch_order(num_rows: int, seed: int, epoch: int, shuffle: bool) -> List[int
     return torch.randperm(num_rows, generator=g).tolist()
 
 
+def micro_batches(n: int, size: int) -> List[List[int]]:
+    """Consecutive index chunks [0..size), [size..2*size), ... covering range(n)."""
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
 def step_micro_batches(rows: Sequence, step_rows: Sequence[int], micro_batch_size: int, world: int,
                        rank: int) -> List[List]:
     """Split one step's rows into this rank's micro-batches (longest first, dealt round-robin)."""

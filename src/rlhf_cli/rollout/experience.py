@@ -10,6 +10,7 @@ import torch
 
 from rlhf_cli.algos.logprobs import token_entropy, token_logprobs
 from rlhf_cli.algos.policy import KL_ESTIMATORS, aggregate_loss, clipped_surrogate
+from rlhf_cli.data.packing import micro_batches
 from rlhf_cli.rollout.generate import left_pad
 
 
@@ -107,10 +108,6 @@ def batched_logprobs(model, exp: Experience, micro_batch_size: int, temperature:
         lp, _ = response_logprobs(model, mb, temperature, chunk_size)
         out[rows[0]:rows[-1] + 1, :lp.size(1)] = lp
     return out
-
-
-def micro_batches(n: int, size: int) -> List[List[int]]:
-    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
 
 def policy_loss(model, mb: Experience, g, normalizer: float, with_entropy: bool):

@@ -34,12 +34,8 @@ def fit(ctx: RunContext, model, tokenizer, task, rows: Sequence, eval_rows: Sequ
     s = ctx.strategy
     step_rows, total = supervised.plan_steps(ctx.cfg, len(rows), s.world_size)
     engine = s.prepare(model, total)
-    start = 0
-    ckpt = ctx.latest_checkpoint()
-    if ckpt is not None:
-        start = s.load_checkpoint(ckpt)["step"]
-        ctx.metrics.truncate_after(start)
-        ctx.log(f"Resumed from {ckpt} (step {start}/{total})")
+    state = ctx.resume()
+    start = state["step"] if state else 0
     summary = supervised.train(ctx, engine, task, rows, eval_rows, start, total, step_rows)
     summary.update(summary_extra or {})
     final = export_final(ctx, engine.module, tokenizer, extra_files)

@@ -16,10 +16,10 @@ from typing import Dict, List, Sequence
 import torch
 
 from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
-from rlhf_cli.data.packing import epoch_order
+from rlhf_cli.data.packing import epoch_order, micro_batches
 from rlhf_cli.data.prompts import PromptExample, load_prompt_data, reward_fields
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
-from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, micro_batches, policy_loss
+from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, policy_loss
 from rlhf_cli.rollout.generate import generate
 from rlhf_cli.rollout.sampling import SamplingParams
 from rlhf_cli.stages.runtime import Interrupted, Progress, RunContext, export_final, write_manifest
@@ -196,7 +196,6 @@ def run(ctx: RunContext) -> dict:
     cfg, s, g = ctx.cfg, ctx.strategy, ctx.cfg.grpo
     from omegaconf import OmegaConf
 
-    import rlhf_cli.rollout.rewards.model  # noqa: F401  (registers the 'model' reward)
     from rlhf_cli.rollout.rewards import build_reward
 
     tokenizer = load_tokenizer(cfg.model)
@@ -218,13 +217,8 @@ def run(ctx: RunContext) -> dict:
     else:
         ctx.log("kl_coef=0: no reference model loaded")
     engine = s.prepare(model, total * g.num_iterations)
-    start, cursor = 0, 0
-    ckpt = ctx.latest_checkpoint()
-    if ckpt is not None:
-        state = s.load_checkpoint(ckpt)
-        start, cursor = state["step"], state["prompt_cursor"]
-        ctx.metrics.truncate_after(start)
-        ctx.log(f"Resumed from {ckpt} (step {start}/{total})")
+    state = ctx.resume()
+    start, cursor = (state["step"], state["prompt_cursor"]) if state else (0, 0)
     stream = PromptStream(len(prompts), cfg.seed, d.shuffle, cursor)
     roller = Roller(ctx, engine, tokenizer, reward, prompts)
     progress = Progress(s.is_main and cfg.log.progress, total, start, "grpo")

@@ -133,6 +133,17 @@ class RunContext:
             return None
         return self.ckpt_root / f"step-{steps[-1]}"
 
+    def resume(self) -> Optional[Dict[str, Any]]:
+        """Load the newest checkpoint (engine, RNG) if resuming; drop metrics logged after it. Returns its
+        trainer state ({"step": N, ...}) or None for a fresh start. Call after strategy.prepare()."""
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            return None
+        state = self.strategy.load_checkpoint(ckpt)
+        self.metrics.truncate_after(state["step"])
+        self.log(f"Resumed from {ckpt} (step {state['step']}/{state.get('total_steps', '?')})")
+        return state
+
     def should_stop(self) -> bool:
         """True on every rank once any rank got SIGINT/SIGTERM (one tiny collective)."""
         return self.strategy.all_reduce([float(self.stop.requested)], "max")[0] > 0

@@ -13,7 +13,7 @@ from typing import Dict, List, Protocol, Sequence, Tuple
 
 import torch
 
-from rlhf_cli.data.packing import epoch_order, step_micro_batches
+from rlhf_cli.data.packing import epoch_order, micro_batches, step_micro_batches
 from rlhf_cli.stages.runtime import Interrupted, Progress, RunContext
 
 
@@ -63,7 +63,7 @@ def evaluate(ctx: RunContext, model, task: SupervisedTask, rows: Sequence) -> Di
     cfg, s = ctx.cfg, ctx.strategy
     model.eval()
     mb = cfg.train.micro_batch_size
-    batches = [list(range(i, min(i + mb, len(rows)))) for i in range(0, len(rows), mb)][s.rank::s.world_size]
+    batches = micro_batches(len(rows), mb)[s.rank::s.world_size]
     if cfg.train.eval_max_batches:
         batches = batches[: cfg.train.eval_max_batches]
     sums: Dict[str, float] = {}
