@@ -27,7 +27,8 @@ def validate_messages(messages) -> str | None:
     return None
 
 
-def _render(tokenizer, messages, add_generation_prompt: bool) -> List[int]:
+def render_messages(tokenizer, messages, add_generation_prompt: bool) -> List[int]:
+    """Token ids of ``messages`` rendered by the tokenizer's chat template."""
     out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
     if hasattr(out, "keys"):  # BatchEncoding in newer transformers
         out = out["input_ids"]
@@ -41,8 +42,8 @@ def tokenize_chat(tokenizer, messages: Sequence[dict]) -> Tuple[List[int], List[
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        prefix = _render(tokenizer, list(messages[:i]), add_generation_prompt=True)
-        full = _render(tokenizer, list(messages[: i + 1]), add_generation_prompt=False)
+        prefix = render_messages(tokenizer, list(messages[:i]), add_generation_prompt=True)
+        full = render_messages(tokenizer, list(messages[: i + 1]), add_generation_prompt=False)
         if prefix[: len(ids)] != ids or full[: len(prefix)] != prefix:
             raise ValueError("the chat template does not render conversation prefixes as token prefixes")
         mask += [0] * (len(prefix) - len(ids)) + [1] * (len(full) - len(prefix))
@@ -54,4 +55,4 @@ def tokenize_chat(tokenizer, messages: Sequence[dict]) -> Tuple[List[int], List[
 
 def render_prompt(tokenizer, messages: Sequence[dict]) -> List[int]:
     """Token ids of a conversation ready for the assistant's next turn (generation prompt appended)."""
-    return _render(tokenizer, list(messages), add_generation_prompt=True)
+    return render_messages(tokenizer, list(messages), add_generation_prompt=True)

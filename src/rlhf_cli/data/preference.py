@@ -30,7 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from rlhf_cli.data.chat import _render, render_prompt, validate_messages
+from rlhf_cli.data.chat import render_messages, render_prompt, validate_messages
 from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.readers import read_records
 from rlhf_cli.errors import DataError
@@ -90,7 +90,8 @@ class Encoder:
         msgs = self.as_messages(prompt)
         if msgs is None:
             return self._ids(answer) + [self.tok.eos_token_id]
-        full = _render(self.tok, list(msgs) + [{"role": "assistant", "content": answer}], add_generation_prompt=False)
+        full = render_messages(self.tok, list(msgs) + [{"role": "assistant", "content": answer}],
+                               add_generation_prompt=False)
         if full[: len(prompt_ids)] != prompt_ids:
             raise ValueError("the chat template does not render the prompt as a token prefix of prompt + answer")
         return full[len(prompt_ids):]
