@@ -2,7 +2,8 @@
 
 Group-based estimators take ``rewards[N]`` with ``N = num_prompts * G`` laid
 out GROUP-CONTIGUOUS (the G completions of prompt 0 first, then prompt 1, ...)
-and return ``[N]``.  ``ADVANTAGES`` maps a name to ``fn(rewards, group_size, **kw)``.
+and return ``[N]``.  ``ADVANTAGES`` maps a name to ``fn(rewards, group_size, **options)``; each entry is
+registered with ``options={kwarg: config field}`` naming the config fields it reads.
 All outputs are detached (advantages are constants for the policy loss).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return rewards.detach().float().view(-1, group_size)
 
 
-@ADVANTAGES.register("grpo")
+@ADVANTAGES.register("grpo", options={"scale_rewards": "scale_rewards", "eps": "adv_eps"})
 def grpo(rewards: torch.Tensor, group_size: int, scale_rewards: str = "group", eps: float = 1e-4) -> torch.Tensor:
     """Group-relative advantage, Shao et al. 2024 (DeepSeekMath) §4.1.2:
     ``A_i = (r_i - mean_group(r)) / (std(r) + eps)``.
@@ -52,7 +53,7 @@ def grpo(rewards: torch.Tensor, group_size: int, scale_rewards: str = "group", e
     return centered.reshape(-1)
 
 
-@ADVANTAGES.register("dr_grpo")
+@ADVANTAGES.register("dr_grpo", options={"eps": "adv_eps"})
 def dr_grpo(rewards: torch.Tensor, group_size: int, **kw) -> torch.Tensor:
     """Dr. GRPO (Liu et al. 2025): ``A_i = r_i - mean_group(r)``, i.e. ``grpo(scale_rewards='none')``."""
     return grpo(rewards, group_size, scale_rewards="none", **kw)

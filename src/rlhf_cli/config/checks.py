@@ -56,6 +56,9 @@ def check_config(cfg: DictConfig) -> None:
         from rlhf_cli.models.loading import resolve_model_dir
 
         resolve_model_dir(cfg.model.path, key="model.path")
+    from rlhf_cli.config.choices import check_registry_fields
+
+    check_registry_fields(cfg)
     # Stage-specific checks: a schema class may define ``check(cfg)`` (e.g. GRPOConfig).
     from rlhf_cli.config.stages import STAGES
 

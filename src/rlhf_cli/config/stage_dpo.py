@@ -5,10 +5,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rlhf_cli.config.schema import RunConfig
-from rlhf_cli.config.stage_rm import PreferenceDataConfig, check_preference_data, choose
+from rlhf_cli.config.stage_rm import PreferenceDataConfig, check_preference_data
 from rlhf_cli.errors import ConfigError
-
-LOSSES = ("dpo", "cdpo", "ipo", "simpo", "kto")
 
 
 @dataclass
@@ -55,7 +53,6 @@ class DPOConfig(RunConfig):
     def check(cfg) -> None:
         check_preference_data(cfg)
         d = cfg.dpo
-        choose("dpo.loss", d.loss, LOSSES)
         if cfg.data.format in ("ranking", "process"):
             raise ConfigError(f"data.format={cfg.data.format}: the dpo stage takes pairwise, hh or kto data")
         if d.beta <= 0 or d.tau <= 0:

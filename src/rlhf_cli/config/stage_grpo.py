@@ -97,14 +97,8 @@ def micro_batches_per_update(cfg) -> int:
 
 
 def check_grpo(cfg) -> None:
-    from rlhf_cli.algos.advantages import ADVANTAGES
-    from rlhf_cli.algos.policy import KL_ESTIMATORS, LOSS_AGGREGATIONS
-
     g = cfg.grpo
-    choices = {"grpo.advantage": (g.advantage, ADVANTAGES.names()),
-               "grpo.loss_agg": (g.loss_agg, LOSS_AGGREGATIONS.names()),
-               "grpo.kl_estimator": (g.kl_estimator, KL_ESTIMATORS.names()),
-               "grpo.scale_rewards": (g.scale_rewards, ["group", "batch", "none"]),
+    choices = {"grpo.scale_rewards": (g.scale_rewards, ["group", "batch", "none"]),
                "grpo.overlong": (g.overlong, ["none", "mask", "penalty"])}
     for key, (value, options) in choices.items():
         if value not in options:
