@@ -54,10 +54,12 @@ def config(ctx: typer.Context, stage: str, debug: bool = typer.Option(False, "--
     from rlhf_cli.cli.args import split_args
     from rlhf_cli.config.choices import annotate_choices
     from rlhf_cli.config.compose import compose, to_yaml
+    from rlhf_cli.config.derive import annotate_derived
 
     try:
         recipe, overrides = split_args(ctx.args)
-        typer.echo(annotate_choices(to_yaml(compose(stage, recipe, overrides))), nl=False)
+        cfg = compose(stage, recipe, overrides)
+        typer.echo(annotate_derived(annotate_choices(to_yaml(cfg)), cfg), nl=False)
     except RlhfError as e:
         fail(e, debug)
 

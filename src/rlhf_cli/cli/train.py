@@ -19,6 +19,10 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
     recipe, overrides = split_args(words)
     cfg = compose(stage, recipe, overrides)
     text = to_yaml(cfg)
+    from rlhf_cli.config.derive import derivations
+
+    for key, (value, why) in derivations(cfg).items():
+        typer.echo(f"derived {key}={value} ({why})", err=True)
     n = nproc or default_nproc()
     config_path = Path(cfg.output_dir) / "config.yaml"
     if dry_run:

@@ -176,7 +176,9 @@ def compose(stage: str, recipe: Optional[str] = None, overrides: Sequence[str] =
     if cfg.output_dir is None:
         cfg.output_dir = f"runs/{stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     from rlhf_cli.config.checks import check_config
+    from rlhf_cli.config.derive import apply_derivations
 
+    apply_derivations(cfg)  # before the checks, so derived values are validated too
     check_config(cfg)
     _absolutize(cfg)
     return cfg

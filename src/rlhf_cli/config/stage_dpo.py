@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rlhf_cli.config.schema import RunConfig
+from rlhf_cli.config.schema import FrozenModelConfig, RunConfig
 from rlhf_cli.config.stage_rm import PreferenceDataConfig, check_preference_data
 from rlhf_cli.errors import ConfigError
 
@@ -32,9 +32,8 @@ class DPOSection:
 
 
 @dataclass
-class RefSection:
-    # Reference model dir; null = a frozen copy of the starting policy (model.*).
-    path: Optional[str] = None
+class RefSection(FrozenModelConfig):
+    # (path: reference model dir; null = a frozen copy of the starting policy, model.*.)
     # Compute reference log-probs once over the dataset before training and keep them with the data, so
     # the reference model is freed before training starts. false = keep it live (ZeRO-3 sharded under
     # engine=zero3 with several processes) and run it on every batch.
@@ -66,7 +65,3 @@ class DPOConfig(RunConfig):
             raise ConfigError("dpo.desirable_weight and dpo.undesirable_weight must be > 0")
         if d.logprob_chunk_size < 1 or cfg.ref.batch_size < 1:
             raise ConfigError("dpo.logprob_chunk_size and ref.batch_size must be >= 1")
-        if cfg.ref.path:
-            from rlhf_cli.models.loading import resolve_model_dir
-
-            resolve_model_dir(cfg.ref.path, key="ref.path")

@@ -165,7 +165,7 @@ class Strategy:
         model.requires_grad_(False)
         model.eval()
         if offload:
-            return model.to(device="cpu", dtype=torch.float32)
+            return OffloadedModel(model.to(device="cpu", dtype=torch.float32))
         if self.zero3_sharded:
             import deepspeed
 
@@ -243,6 +243,30 @@ class Strategy:
                 cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
                 if cuda:
                     torch.cuda.set_rng_state_all(cuda)
+
+
+class OffloadedModel(torch.nn.Module):
+    """A frozen model kept in CPU memory: its inputs go to the CPU and its outputs come back to the
+    caller's device (trades the model's accelerator memory for transfer and CPU compute)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        tensors = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
+        device = tensors[0].device if tensors else torch.device("cpu")
+
+        def cpu(x):
+            return x.to("cpu") if torch.is_tensor(x) else x
+
+        out = self.model(*map(cpu, args), **{k: cpu(v) for k, v in kwargs.items()})
+        if torch.is_tensor(out):
+            return out.to(device)
+        for k in list(out.keys()):  # transformers ModelOutput
+            if torch.is_tensor(out[k]):
+                out[k] = out[k].to(device)
+        return out
 
 
 def _load_checkpoints_without_pickle(ds_engine) -> None:

@@ -104,3 +104,16 @@ def load_for_generation(model: str):
     if cuda:
         lm = lm.cuda()
     return lm, AutoTokenizer.from_pretrained(str(path))
+
+
+def load_reference(cfg, tokenizer):
+    """The frozen reference policy: ``ref.path`` when set, else a copy of the starting model (model.*)."""
+    import copy
+
+    mcfg = copy.deepcopy(cfg.model)
+    if cfg.ref.path:
+        mcfg.path = cfg.ref.path
+    mcfg.gradient_checkpointing = False
+    model = load_causal_lm(mcfg, tokenizer)
+    model.requires_grad_(False)
+    return model

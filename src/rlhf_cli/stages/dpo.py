@@ -11,7 +11,6 @@ averaged over all processes.
 """
 from __future__ import annotations
 
-import copy
 import json
 from typing import Dict, List, Optional, Tuple
 
@@ -22,7 +21,7 @@ from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, loss_s
 from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.preference import PrefItem, collate_preferences
 from rlhf_cli.models.forward import lm_logits
-from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.stages.common import fit
 from rlhf_cli.stages.rm import load_preference_splits
 from rlhf_cli.stages.runtime import RunContext
@@ -137,22 +136,12 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) ->
                     it.ref_logps = v
             ctx.log(f"Reference log-probs loaded from {cache}")
             return
-    ref = load_reference(ctx, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
+    ref = load_reference(ctx.cfg, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
     precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
     del ref
     if ctx.strategy.is_main:
         torch.save({"key": key, "values": [[it.ref_logps for it in items] for items in splits]}, cache)
     ctx.log(f"Reference log-probs precomputed for {sum(len(x) for x in splits)} examples")
-
-
-def load_reference(ctx: RunContext, tokenizer):
-    mcfg = copy.deepcopy(ctx.cfg.model)
-    if ctx.cfg.ref.path:
-        mcfg.path = ctx.cfg.ref.path
-    mcfg.gradient_checkpointing = False
-    model = load_causal_lm(mcfg, tokenizer)
-    model.requires_grad_(False)
-    return model
 
 
 def run(ctx: RunContext) -> dict:
@@ -165,7 +154,7 @@ def run(ctx: RunContext) -> dict:
         if cfg.ref.precompute:
             reference_logps(ctx, tokenizer, [train, evals])
         else:
-            ref = s.prepare_frozen(load_reference(ctx, tokenizer))
+            ref = s.prepare_frozen(load_reference(ctx.cfg, tokenizer), offload=cfg.ref.offload)
     model = load_causal_lm(cfg.model, tokenizer)
     task = DPOTask(ctx, tokenizer.pad_token_id, ref)
     return fit(ctx, model, tokenizer, task, train, evals,

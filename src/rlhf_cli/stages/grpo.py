@@ -18,7 +18,7 @@ import torch
 from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
 from rlhf_cli.data.packing import epoch_order, micro_batches
 from rlhf_cli.data.prompts import PromptExample, load_prompt_data, reward_fields
-from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, policy_loss
 from rlhf_cli.rollout.generate import eos_ids, generate
 from rlhf_cli.rollout.sampling import SamplingParams
@@ -201,7 +201,7 @@ def run(ctx: RunContext) -> dict:
     model = load_causal_lm(cfg.model, tokenizer)
     ref = None
     if g.kl_coef > 0:
-        ref = s.prepare_frozen(load_causal_lm(cfg.model, tokenizer))
+        ref = s.prepare_frozen(load_reference(cfg, tokenizer), offload=cfg.ref.offload)
         ctx.log(f"Reference model loaded (kl_coef={g.kl_coef}, {g.kl_estimator})")
     else:
         ctx.log("kl_coef=0: no reference model loaded")
