@@ -6,7 +6,9 @@ estimators (``policy.KL_ESTIMATORS``), loss aggregation (``policy.aggregate_loss
 (``kl_control``) and score post-processing (``reward_shaping``).
 
 One PPO step, as the stage composes it (``[B, T]`` tensors over response tokens, ``mask`` 1 on the
-tokens of each response, right-padded; every name below is a function of ``algos``)::
+tokens of each response, right-padded; every name below is a function of ``algos``).  Alignment:
+``logp[:, t]``, ``kl[:, t]`` and ``values[:, t]`` all come from the position whose output predicts
+response token ``t`` (the state before token ``t``), so ``values[:, 0]`` is V(prompt)::
 
     kl = KL_ESTIMATORS.get(name)(old_logp, ref_logp)                 # per-token KL to the reference
     rewards, non_score = shaped_rewards(scores, kl, mask, kl_ctl.kl_coef)
