@@ -81,6 +81,7 @@ def clipped_surrogate(
 
 
 # ---------------------------------------------------------------- aggregation
+# Each mode is registered with ``normalizer="tokens" | "sequences"``: what its outer mean counts.
 # ``normalizer`` always replaces the denominator of the OUTER mean: the total
 # token count for token_mean, the number of sequences for the seq_* modes.  Pass
 # the global count (over grad-accumulation steps and ranks) for exact averaging.
@@ -91,7 +92,7 @@ def clipped_surrogate(
 Number = Union[float, int, torch.Tensor]
 
 
-@LOSS_AGGREGATIONS.register("token_mean")
+@LOSS_AGGREGATIONS.register("token_mean", normalizer="tokens")
 def _token_mean(per_token, mask, *, max_len, normalizer=None):
     """DAPO token-level policy-gradient loss (Yu et al. 2025, §3.3): sum over all tokens / #tokens."""
     if normalizer is None:
@@ -99,7 +100,7 @@ def _token_mean(per_token, mask, *, max_len, normalizer=None):
     return masked_sum(per_token, mask) / normalizer
 
 
-@LOSS_AGGREGATIONS.register("seq_mean_token_mean")
+@LOSS_AGGREGATIONS.register("seq_mean_token_mean", normalizer="sequences")
 def _seq_mean_token_mean(per_token, mask, *, max_len, normalizer=None):
     """Original GRPO (Shao et al. 2024, eq. 3): 1/G sum_i 1/|o_i| sum_t."""
     m = torch.broadcast_to(mask, per_token.shape)
@@ -109,7 +110,7 @@ def _seq_mean_token_mean(per_token, mask, *, max_len, normalizer=None):
     return per_seq.sum() / normalizer
 
 
-@LOSS_AGGREGATIONS.register("seq_mean_token_sum_norm")
+@LOSS_AGGREGATIONS.register("seq_mean_token_sum_norm", normalizer="sequences")
 def _seq_mean_token_sum_norm(per_token, mask, *, max_len, normalizer=None):
     """Dr. GRPO (Liu et al. 2025, §3.1): sum over tokens / max_len, then mean over sequences.
 

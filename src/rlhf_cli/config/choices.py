@@ -21,6 +21,9 @@ REGISTRY_FIELDS: Dict[str, str] = {
     "grpo.advantage": "rlhf_cli.algos.advantages:ADVANTAGES",
     "grpo.loss_agg": "rlhf_cli.algos.policy:LOSS_AGGREGATIONS",
     "grpo.kl_estimator": "rlhf_cli.algos.policy:KL_ESTIMATORS",
+    "ppo.loss_agg": "rlhf_cli.algos.policy:LOSS_AGGREGATIONS",
+    "ppo.kl_estimator": "rlhf_cli.algos.policy:KL_ESTIMATORS",
+    "ppo.kl_controller": "rlhf_cli.algos.kl_control:KL_CONTROLLERS",
     "reward.functions[].name": "rlhf_cli.rollout.rewards.registry:REWARDS",
 }
 # Values accepted besides the registry's names: a prefix ending in ':' accepts anything after it.

@@ -23,11 +23,13 @@ class PromptDataConfig(DataConfig):
 
 
 @dataclass
-class GRPOSection:
-    # Prompts per process per step; each gets num_generations responses (the "group").
+class RolloutSection:
+    """Sampling and policy-loss settings shared by the RL stages (grpo, ppo)."""
+
+    # Prompts per process per step; each gets num_generations responses.
     prompts_per_step: int = 4
-    # G, responses per prompt. 8 for real runs (DeepSeekMath used 64); >= 2 (a group needs a baseline).
-    num_generations: int = 8
+    # Responses per prompt.
+    num_generations: int = 1
     # Generation budget per response (tokens). data.max_length - this is the prompt budget.
     max_new_tokens: int = 256
     # Sampling: temperature 1.0 keeps the rollout distribution the policy's own (on-policy ratios).
@@ -38,11 +40,6 @@ class GRPOSection:
     stop_strings: List[str] = field(default_factory=list)
     # Rows per generation forward (0 = all of this step's prompts x G at once).
     generation_batch_size: int = 0
-    # Advantage estimator: grpo | dr_grpo | rloo (rlhf_cli.algos.advantages.ADVANTAGES).
-    advantage: str = "grpo"
-    # grpo only: divide by the std of the group (original), the batch, or not at all (Dr. GRPO).
-    scale_rewards: str = "group"
-    adv_eps: float = 1.0e-4
     # token_mean (DAPO, default) | seq_mean_token_mean (original GRPO) | seq_mean_token_sum_norm (Dr. GRPO).
     # token_mean: every generated token weighs the same, so long (often wrong) answers are not
     # under-penalised per token and short ones not over-rewarded, as with the per-sequence mean.
@@ -51,6 +48,19 @@ class GRPOSection:
     # (more room for low-probability tokens to grow, against entropy collapse).
     clip_low: float = 0.2
     clip_high: float = 0.28
+    # Sequence positions per fp32 log-prob chunk (memory vs speed).
+    logprob_chunk_size: int = 1024
+
+
+@dataclass
+class GRPOSection(RolloutSection):
+    # G, responses per prompt. 8 for real runs (DeepSeekMath used 64); >= 2 (a group needs a baseline).
+    num_generations: int = 8
+    # Advantage estimator: grpo | dr_grpo | rloo (rlhf_cli.algos.advantages.ADVANTAGES).
+    advantage: str = "grpo"
+    # grpo only: divide by the std of the group (original), the batch, or not at all (Dr. GRPO).
+    scale_rewards: str = "group"
+    adv_eps: float = 1.0e-4
     # KL(policy || reference) penalty weight. 0 = none and NO reference model is loaded (common RLVR
     # practice: DAPO, Dr. GRPO); > 0 loads a frozen copy of the starting model.
     kl_coef: float = 0.0
@@ -67,8 +77,6 @@ class GRPOSection:
     overlong: str = "none"
     overlong_penalty: float = 1.0
     overlong_buffer: int = 0
-    # Sequence positions per fp32 log-prob chunk (memory vs speed).
-    logprob_chunk_size: int = 1024
 
 
 @dataclass
@@ -105,22 +113,16 @@ def micro_batches_per_update(cfg) -> int:
     return max(1, math.ceil(rows / max(1, cfg.train.micro_batch_size)))  # bad values are reported by the checks
 
 
-def check_grpo(cfg) -> None:
-    g = cfg.grpo
-    choices = {"grpo.scale_rewards": (g.scale_rewards, ["group", "batch", "none"]),
-               "grpo.overlong": (g.overlong, ["none", "mask", "penalty"])}
-    for key, (value, options) in choices.items():
-        if value not in options:
-            raise ConfigError(f"{key}={value}: must be one of {', '.join(options)}")
-    for key in ("prompts_per_step", "max_new_tokens", "num_iterations"):
+def check_rollout(cfg, section: str) -> None:
+    """Checks of the fields every RL stage shares (RolloutSection, data budget, reward functions)."""
+    g = cfg[section]
+    for key in ("prompts_per_step", "num_generations", "max_new_tokens"):
         if g[key] < 1:
-            raise ConfigError(f"grpo.{key}={g[key]}: must be >= 1")
-    if g.num_generations < 2:
-        raise ConfigError(f"grpo.num_generations={g.num_generations}: must be >= 2 (a group needs a baseline)")
-    if g.kl_coef < 0 or g.clip_low < 0 or g.clip_high < 0 or g.temperature <= 0:
-        raise ConfigError("grpo.kl_coef, clip_low, clip_high must be >= 0 and grpo.temperature > 0")
+            raise ConfigError(f"{section}.{key}={g[key]}: must be >= 1")
+    if g.clip_low < 0 or g.clip_high < 0 or g.temperature <= 0:
+        raise ConfigError(f"{section}.clip_low and clip_high must be >= 0 and {section}.temperature > 0")
     if cfg.data.max_length <= g.max_new_tokens:
-        raise ConfigError(f"data.max_length={cfg.data.max_length} must exceed grpo.max_new_tokens="
+        raise ConfigError(f"data.max_length={cfg.data.max_length} must exceed {section}.max_new_tokens="
                           f"{g.max_new_tokens} (the rest is the prompt budget)")
     from omegaconf import OmegaConf
 
@@ -130,3 +132,19 @@ def check_grpo(cfg) -> None:
         build_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))
     except RewardError as e:
         raise ConfigError(f"reward.functions: {e}") from None
+
+
+def check_grpo(cfg) -> None:
+    g = cfg.grpo
+    check_rollout(cfg, "grpo")
+    choices = {"grpo.scale_rewards": (g.scale_rewards, ["group", "batch", "none"]),
+               "grpo.overlong": (g.overlong, ["none", "mask", "penalty"])}
+    for key, (value, options) in choices.items():
+        if value not in options:
+            raise ConfigError(f"{key}={value}: must be one of {', '.join(options)}")
+    if g.num_iterations < 1:
+        raise ConfigError(f"grpo.num_iterations={g.num_iterations}: must be >= 1")
+    if g.num_generations < 2:
+        raise ConfigError(f"grpo.num_generations={g.num_generations}: must be >= 2 (a group needs a baseline)")
+    if g.kl_coef < 0:
+        raise ConfigError(f"grpo.kl_coef={g.kl_coef}: must be >= 0")

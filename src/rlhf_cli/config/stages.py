@@ -71,6 +71,8 @@ STAGES: Dict[str, StageInfo] = {
                     "Reward model: Bradley-Terry / Plackett-Luce on preferences, or a process reward model."),
     "dpo": StageInfo("rlhf_cli.config.stage_dpo:DPOConfig", "rlhf_cli.stages.dpo",
                      "Direct preference optimisation family: dpo, ipo, cdpo, kto, simpo (loss=...)."),
+    "ppo": StageInfo("rlhf_cli.config.stage_ppo:PPOConfig", "rlhf_cli.stages.ppo",
+                     "PPO (InstructGPT): actor + critic, KL-shaped reward, GAE, PPO-ptx; reward models or rules."),
     "grpo": StageInfo("rlhf_cli.config.stage_grpo:GRPOConfig", "rlhf_cli.stages.grpo",
                       "Group Relative Policy Optimization with verifiable rewards (math, code, regex, RM)."),
 }

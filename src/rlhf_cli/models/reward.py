@@ -39,8 +39,9 @@ class ScalarRewardModel(torch.nn.Module):
     def head(self):
         return getattr(self.hf, "score", None) or self.hf.classifier
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        hidden = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                     use_cache=False).last_hidden_state
         return self.head()(hidden).squeeze(-1).float()  # [N, T]
 

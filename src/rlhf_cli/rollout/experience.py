@@ -30,10 +30,12 @@ class Experience:
     prompt_mask: torch.Tensor     # [N, P]
     response_ids: torch.Tensor    # [N, L] right-padded
     response_mask: torch.Tensor   # [N, L] float; 0 at pads and at masked (overlong) responses
-    advantages: torch.Tensor      # [N]
-    old_logp: Optional[torch.Tensor] = None  # [N, L] (num_iterations > 1)
-    ref_logp: Optional[torch.Tensor] = None  # [N, L] (kl_coef > 0)
+    advantages: torch.Tensor      # [N] per response (GRPO) or [N, L] per token (PPO)
+    old_logps: Optional[torch.Tensor] = None  # [N, L] the rollout policy's (num_iterations > 1, PPO)
+    ref_logps: Optional[torch.Tensor] = None  # [N, L] the reference's (kl_coef > 0)
     response_lengths: Optional[torch.Tensor] = None  # [N] generated tokens (incl. loss-masked responses)
+    old_values: Optional[torch.Tensor] = None  # [N, L] the critic's values at rollout (PPO)
+    returns: Optional[torch.Tensor] = None     # [N, L] GAE returns (PPO)
 
     def __len__(self) -> int:
         return self.prompt_ids.size(0)
@@ -50,10 +52,12 @@ class Experience:
         def cut_r(x):
             return None if x is None else x[idx][:, :l_keep]
 
+        adv = self.advantages[idx]
         return replace(self, prompt_ids=self.prompt_ids[idx][:, -p_keep:], prompt_mask=pm[:, -p_keep:],
                        response_ids=cut_r(self.response_ids), response_mask=cut_r(self.response_mask),
-                       advantages=self.advantages[idx], old_logp=cut_r(self.old_logp),
-                       ref_logp=cut_r(self.ref_logp), response_lengths=lens)
+                       advantages=adv[:, :l_keep] if adv.dim() == 2 else adv, old_logps=cut_r(self.old_logps),
+                       ref_logps=cut_r(self.ref_logps), response_lengths=lens,
+                       old_values=cut_r(self.old_values), returns=cut_r(self.returns))
 
 
 def build_experience(samples: Sequence[Sample], advantages: torch.Tensor, pad_id: int,
@@ -73,20 +77,43 @@ def build_experience(samples: Sequence[Sample], advantages: torch.Tensor, pad_id
                       advantages.float().to(device), response_lengths=lens)
 
 
-def response_logprobs(model, exp: Experience, temperature: float, chunk_size: int,
-                      with_entropy: bool = False):
-    """Teacher-forced ``log pi(response_t | prompt, response_<t)`` ``[N, L]`` (fp32, temperature-scaled
-    like the sampler), plus per-token entropy when asked. Only the response positions reach the LM head."""
+def sequence_inputs(exp: Experience):
+    """(ids, attention mask, positions) of [left-padded prompt | right-padded response] rows."""
     ids = torch.cat([exp.prompt_ids, exp.response_ids], dim=1)
     attn = torch.cat([exp.prompt_mask.long(), _real(exp)], dim=1)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    return ids, attn, pos
+
+
+def response_logprobs(model, exp: Experience, temperature: float, chunk_size: int,
+                      with_entropy: bool = False, entropy_grad: bool = False):
+    """Teacher-forced ``log pi(response_t | prompt, response_<t)`` ``[N, L]`` (fp32, temperature-scaled
+    like the sampler), plus per-token entropy when asked (differentiable with ``entropy_grad``, for an
+    entropy bonus). Only the response positions reach the LM head."""
+    ids, attn, pos = sequence_inputs(exp)
     L = exp.response_ids.size(1)
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=L + 1).logits[:, :-1]
     if temperature != 1.0:
         logits = logits / temperature
     logp = token_logprobs(logits, exp.response_ids, chunk_size)
-    ent = token_entropy(logits, chunk_size) if with_entropy else None
+    ent = token_entropy(logits, chunk_size, differentiable=entropy_grad) if with_entropy else None
     return logp, ent
+
+
+def response_values(critic, exp: Experience) -> torch.Tensor:
+    """The critic's value of the state before each response token, ``[N, L]`` (the position whose
+    output predicts response token t, aligned with ``response_logprobs``)."""
+    ids, attn, pos = sequence_inputs(exp)
+    P, L = exp.prompt_ids.size(1), exp.response_ids.size(1)
+    return critic(ids, attn, position_ids=pos)[:, P - 1:P - 1 + L].float()
+
+
+def loss_normalizer(strategy, exp: Experience, loss_agg: str) -> float:
+    """The GLOBAL count (all processes) a loss aggregation divides by: loss tokens or sequences."""
+    from rlhf_cli.algos.policy import LOSS_AGGREGATIONS
+
+    tokens, seqs = strategy.all_reduce([float(exp.response_mask.sum()), float(len(exp))])
+    return max(tokens if LOSS_AGGREGATIONS.meta(loss_agg).get("normalizer") == "tokens" else seqs, 1.0)
 
 
 def _real(exp: Experience) -> torch.Tensor:
@@ -102,11 +129,16 @@ def _real(exp: Experience) -> torch.Tensor:
 def batched_logprobs(model, exp: Experience, micro_batch_size: int, temperature: float,
                      chunk_size: int) -> torch.Tensor:
     """``response_logprobs`` over the whole experience in micro-batches, no grad -> ``[N, L]``."""
+    return batched(lambda mb: response_logprobs(model, mb, temperature, chunk_size)[0], exp, micro_batch_size)
+
+
+@torch.no_grad()
+def batched(fn, exp: Experience, micro_batch_size: int) -> torch.Tensor:
+    """``fn(micro-batch) -> [n, l]`` over the whole experience in micro-batches, no grad -> ``[N, L]``."""
     out = torch.zeros(exp.response_ids.shape, dtype=torch.float32, device=exp.response_ids.device)
     for rows in micro_batches(len(exp), micro_batch_size):
-        mb = exp.select(rows)
-        lp, _ = response_logprobs(model, mb, temperature, chunk_size)
-        out[rows[0]:rows[-1] + 1, :lp.size(1)] = lp
+        x = fn(exp.select(rows))
+        out[rows[0]:rows[-1] + 1, :x.size(1)] = x
     return out
 
 
@@ -114,14 +146,14 @@ def policy_loss(model, mb: Experience, g, normalizer: float, with_entropy: bool)
     """Clipped surrogate (+ kl_coef * KL to the reference) aggregated by ``g.loss_agg`` with a GLOBAL
     normalizer. Returns (loss, {metric: sum over tokens}) with token count under 'tokens'."""
     logp, ent = response_logprobs(model, mb, g.temperature, g.logprob_chunk_size, with_entropy)
-    old = mb.old_logp if mb.old_logp is not None else logp.detach()
+    old = mb.old_logps if mb.old_logps is not None else logp.detach()
     per_token, st = clipped_surrogate(logp, old, mb.advantages, g.clip_low, g.clip_high)
     m = mb.response_mask
     stats = {"tokens": float(m.sum()),
              "clip_low": float((st["clipped_low"].float() * m).sum()),
              "clip_high": float((st["clipped_high"].float() * m).sum())}
     if g.kl_coef > 0:
-        kl = KL_ESTIMATORS.get(g.kl_estimator)(logp, mb.ref_logp)
+        kl = KL_ESTIMATORS.get(g.kl_estimator)(logp, mb.ref_logps)
         per_token = per_token + g.kl_coef * kl
         stats["kl"] = float((kl.detach() * m).sum())
     if ent is not None:

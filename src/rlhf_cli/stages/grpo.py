@@ -11,37 +11,18 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
 
 from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
-from rlhf_cli.data.packing import epoch_order, micro_batches
-from rlhf_cli.data.prompts import PromptExample, load_prompt_data, reward_fields
+from rlhf_cli.data.packing import micro_batches
+from rlhf_cli.data.prompts import load_prompt_data
 from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
-from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, policy_loss
-from rlhf_cli.rollout.generate import eos_ids, generate
-from rlhf_cli.rollout.sampling import SamplingParams
+from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, loss_normalizer, policy_loss
 from rlhf_cli.stages.loop import run_steps
+from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics
 from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
-
-
-class PromptStream:
-    """Endless seeded order over the prompts; ``take(n)`` returns the next n global indices."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool, cursor: int = 0):
-        self.n, self.seed, self.shuffle, self.cursor = n, seed, shuffle, cursor
-        self._epoch, self._order = -1, []
-
-    def take(self, count: int) -> List[int]:
-        out = []
-        for _ in range(count):
-            epoch, k = divmod(self.cursor, self.n)
-            if epoch != self._epoch:
-                self._epoch, self._order = epoch, epoch_order(self.n, self.seed, epoch, self.shuffle)
-            out.append(self._order[k])
-            self.cursor += 1
-        return out
 
 
 def overlong_penalty(length: int, finished: bool, g) -> float:
@@ -52,45 +33,6 @@ def overlong_penalty(length: int, finished: bool, g) -> float:
         return 0.0 if finished else -g.overlong_penalty
     start = g.max_new_tokens - g.overlong_buffer
     return -g.overlong_penalty * min(1.0, max(0.0, (length - start) / g.overlong_buffer))
-
-
-class Roller:
-    """Generates and scores groups of responses for one process."""
-
-    def __init__(self, ctx: RunContext, engine, tokenizer, reward, prompts: Sequence[PromptExample]):
-        self.ctx, self.engine, self.tok, self.reward, self.prompts = ctx, engine, tokenizer, reward, prompts
-        g = ctx.cfg.grpo
-        self.params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
-                                     top_k=g.top_k, stop_strings=tuple(g.stop_strings))
-        self.eos = eos_ids(tokenizer, engine.module)
-        self.gen_time = self.score_time = 0.0
-        self.gen_tokens = 0
-
-    def groups(self, idx: Sequence[int], step: int, rnd: int) -> List[List[Sample]]:
-        cfg, s, G = self.ctx.cfg, self.ctx.strategy, self.ctx.cfg.grpo.num_generations
-        exs = [self.prompts[i] for i in idx]
-        flat = [e.ids for e in exs for _ in range(G)]
-        gen = torch.Generator(device=s.device)
-        gen.manual_seed((cfg.seed * 1_000_003 + step) * 65_537 + s.rank * 131 + rnd)  # per (seed, step, rank, round)
-        t0 = time.time()
-        with s.gathered_params(self.engine.module):
-            out = generate(self.engine.module, flat, self.params, eos_token_ids=self.eos, pad_id=self.tok.pad_token_id,
-                           tokenizer=self.tok, batch_size=cfg.grpo.generation_batch_size or None, generator=gen)
-        t1 = time.time()
-        texts = out.texts(self.tok)
-        fields = {k: [v for v in vals for _ in range(G)] for k, vals in reward_fields(exs).items()}
-        scored = self.reward([e.text for e in exs for _ in range(G)], texts, **fields)
-        self.score_time += time.time() - t1
-        self.gen_time += t1 - t0
-        lens = out.response_lengths.tolist()
-        self.gen_tokens += sum(lens)
-        resp, fin = out.response_ids.tolist(), out.finished.tolist()
-        samples = []
-        for i in range(len(flat)):
-            total = scored.total[i] + overlong_penalty(lens[i], fin[i], cfg.grpo)
-            samples.append(Sample(flat[i], resp[i][:lens[i]], fin[i], total,
-                                  {k: v[i] for k, v in scored.per_function.items()}))
-        return [samples[k * G:(k + 1) * G] for k in range(len(exs))]
 
 
 def _signal(group: List[Sample]) -> bool:
@@ -122,25 +64,9 @@ def rollout_step(ctx: RunContext, roller: Roller, stream: PromptStream, step: in
 
 
 def reward_metrics(ctx: RunContext, first: List[List[Sample]]) -> Dict[str, float]:
-    flat = [x for gr in first for x in gr]
-    keys = sorted(flat[0].per_function)
-    vals = [sum(x.reward for x in flat), sum(x.reward ** 2 for x in flat)]
-    for k in keys:
-        vals += [sum(x.per_function[k] for x in flat), sum(x.per_function[k] ** 2 for x in flat)]
-    vals += [len(flat), sum(not _signal(gr) for gr in first), len(first),
-             sum(len(x.response_ids) for x in flat), sum(not x.finished for x in flat)]
-    r = ctx.strategy.all_reduce(vals)
-    n = r[-5]
-
-    def mean_std(s1, s2):
-        mean = s1 / n
-        return mean, math.sqrt(max(0.0, s2 / n - mean ** 2))
-
-    out = {}
-    out["reward"], out["reward_std"] = mean_std(r[0], r[1])
-    for j, k in enumerate(keys):
-        out[f"reward/{k}"], out[f"reward/{k}_std"] = mean_std(r[2 + 2 * j], r[3 + 2 * j])
-    out.update(zero_signal_fraction=r[-4] / r[-3], response_length=r[-2] / n, truncated_fraction=r[-1] / n)
+    out = sample_metrics(ctx, [x for gr in first for x in gr])
+    zero, groups = ctx.strategy.all_reduce([sum(not _signal(gr) for gr in first), len(first)])
+    out["zero_signal_fraction"] = zero / groups
     return out
 
 
@@ -149,12 +75,10 @@ def update(ctx: RunContext, engine, ref, exp) -> Dict[str, float]:
     cfg, s, g = ctx.cfg, ctx.strategy, ctx.cfg.grpo
     mbs = cfg.train.micro_batch_size
     if g.num_iterations > 1:
-        exp.old_logp = batched_logprobs(engine, exp, mbs, g.temperature, g.logprob_chunk_size)
+        exp.old_logps = batched_logprobs(engine, exp, mbs, g.temperature, g.logprob_chunk_size)
     if g.kl_coef > 0:
-        exp.ref_logp = batched_logprobs(ref, exp, mbs, g.temperature, g.logprob_chunk_size)
-    local = [float(exp.response_mask.sum()), float(len(exp))]
-    tokens, seqs = s.all_reduce(local)
-    normalizer = max(tokens, 1.0) if g.loss_agg == "token_mean" else max(seqs, 1.0)
+        exp.ref_logps = batched_logprobs(ref, exp, mbs, g.temperature, g.logprob_chunk_size)
+    normalizer = loss_normalizer(s, exp, g.loss_agg)
     sums: Dict[str, float] = {}
     for it in range(g.num_iterations):
         for rows in micro_batches(len(exp), mbs):
@@ -171,7 +95,7 @@ def update(ctx: RunContext, engine, ref, exp) -> Dict[str, float]:
     if "kl" in red:
         out["kl"] = red.pop("kl") / tok_all
     if "entropy" in red:
-        out["entropy"] = red.pop("entropy") / max(tokens, 1.0)
+        out["entropy"] = red.pop("entropy") / (tok_all / g.num_iterations)  # measured in the first pass
     return out
 
 
@@ -209,7 +133,8 @@ def run(ctx: RunContext) -> dict:
     state = ctx.resume()
     start, cursor = (state["step"], state["prompt_cursor"]) if state else (0, 0)
     stream = PromptStream(len(prompts), cfg.seed, d.shuffle, cursor)
-    roller = Roller(ctx, engine, tokenizer, reward, prompts)
+    roller = Roller(ctx, engine, tokenizer, reward, prompts, g,
+                    adjust=lambda r, n, fin: r + overlong_penalty(n, fin, g))
 
     def one_step(step: int) -> Dict[str, float]:
         t0 = time.time()

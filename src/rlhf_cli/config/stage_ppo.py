@@ -1,0 +1,140 @@
+"""PPO stage config (InstructGPT's third stage): rollout, KL-shaped reward, GAE, the clipped PPO update of
+actor and critic, PPO-ptx, and the options against reward hacking."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from rlhf_cli.config.schema import FrozenModelConfig, OptimConfig, RunConfig
+from rlhf_cli.config.stage_grpo import PromptDataConfig, RewardSection, RolloutSection, check_rollout
+from rlhf_cli.errors import ConfigError
+
+
+@dataclass
+class PPOSection(RolloutSection):
+    # (prompts_per_step, num_generations, sampling, clip_low / clip_high, loss_agg: as in grpo.)
+    # InstructGPT samples one response per prompt; several give more samples per prompt forward.
+    num_generations: int = 1
+    # Symmetric clipping, as in the PPO paper (Schulman et al. 2017) and InstructGPT.
+    clip_high: float = 0.2
+    # KL(policy || reference) penalty in the per-token reward, -kl_coef * KL_t (Ziegler et al. 2019);
+    # the starting value when kl_controller=adaptive.
+    kl_coef: float = 0.05
+    # Per-token KL estimator in the reward: k1 = log pi - log ref (InstructGPT, the N+ details) | k2 | k3.
+    kl_estimator: str = "k1"
+    # fixed | adaptive (Ziegler et al. 2019: kl_coef follows target_kl over kl_horizon samples).
+    kl_controller: str = "fixed"
+    # adaptive: the KL (summed over a response, averaged over responses) the controller aims for.
+    target_kl: float = 6.0
+    # adaptive: samples over which kl_coef may change by at most +-20%.
+    kl_horizon: int = 10000
+    # GAE discount and lambda (Schulman et al. 2016). gamma 1.0: episodes are one response long.
+    gamma: float = 1.0
+    lam: float = 0.95
+    # Whiten advantages over the whole batch (all processes), as in every PPO for LMs.
+    whiten_advantages: bool = True
+    # Passes over each rollout, and mini-batches (= optimizer steps) per pass.
+    epochs: int = 4
+    mini_batches: int = 1
+    # Clipped value loss: values kept within +-value_clip of the rollout's values (PPO2).
+    value_clip: float = 0.2
+    # Weight of the value loss (the critic is a separate model; this scales its loss).
+    vf_coef: float = 0.1
+    # Entropy bonus weight (0 = off; costs a differentiable entropy over the vocabulary).
+    entropy_coef: float = 0.0
+    # Stop the remaining epochs of a step once the approx-KL of the policy to the rollout policy passes
+    # this bound (0 = never).
+    target_approx_kl: float = 0.0
+    # PPO-ptx (InstructGPT eq. 2): ptx_coef x the SFT loss on ptx_data mixed into each update. 0 = off
+    # (no ptx batch is even built).
+    ptx_coef: float = 0.0
+    # SFT data for PPO-ptx (any SFT shape: messages, prompt/completion, text); needed when ptx_coef > 0.
+    ptx_data: Optional[str] = None
+    # --- against reward hacking (all off by default) ---
+    # EOS trick (Huang et al. 2024): a response that never ends gets this score instead of its own.
+    missing_eos_penalty: Optional[float] = None
+    # Score -= length_penalty x (response tokens / max_new_tokens).
+    length_penalty: float = 0.0
+    # none | running: scores normalised by a running mean/std over all steps (kept in checkpoints).
+    reward_norm: str = "none"
+    # Clip scores (after normalisation) to [-reward_clip, reward_clip]; null = no clipping.
+    reward_clip: Optional[float] = None
+    # Write a few prompt -> response -> reward samples to samples.jsonl every N steps (0 = never).
+    sample_every: int = 10
+    samples_per_write: int = 4
+
+
+@dataclass
+class CriticSection:
+    # reward_model: the value head starts as the reward model (InstructGPT; the N+ details paper) |
+    # policy: the starting policy with a fresh value head.
+    init: str = "reward_model"
+    # Model to start from; null = the first `model` reward's path (init=reward_model) or model.* (policy).
+    path: Optional[str] = None
+    # The critic's own optimizer (its loss scale differs from the policy's).
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1.0e-5))
+
+
+@dataclass
+class PPOConfig(RunConfig):
+    data: PromptDataConfig = field(default_factory=PromptDataConfig)
+    ppo: PPOSection = field(default_factory=PPOSection)
+    critic: CriticSection = field(default_factory=CriticSection)
+    # The frozen reference for the KL term (null path = the starting policy).
+    ref: FrozenModelConfig = field(default_factory=FrozenModelConfig)
+    reward: RewardSection = field(default_factory=RewardSection)
+
+    @staticmethod
+    def check(cfg) -> None:
+        check_ppo(cfg)
+
+    @staticmethod
+    def derive(cfg):
+        return {"train.grad_accum": (micro_batches_per_mini_batch(cfg),
+                                     "ppo.prompts_per_step x ppo.num_generations / ppo.mini_batches / "
+                                     "train.micro_batch_size (one optimizer step per mini-batch)")}
+
+
+def micro_batches_per_mini_batch(cfg) -> int:
+    rows = cfg.ppo.prompts_per_step * cfg.ppo.num_generations / max(1, cfg.ppo.mini_batches)
+    return max(1, math.ceil(rows / max(1, cfg.train.micro_batch_size)))
+
+
+def critic_source(cfg) -> Optional[str]:
+    """The model dir the critic starts from (None: the policy's model.* settings)."""
+    if cfg.critic.path:
+        return cfg.critic.path
+    if cfg.critic.init == "policy":
+        return None
+    for fn in cfg.reward.functions:
+        if fn.get("name") == "model":
+            path = fn.get("path")
+            return path if isinstance(path, str) else path[0]  # an ensemble: the first reward model
+    raise ConfigError("critic.init=reward_model needs a `model` reward in reward.functions or critic.path "
+                      "(or set critic.init=policy)")
+
+
+def check_ppo(cfg) -> None:
+    p = cfg.ppo
+    check_rollout(cfg, "ppo")
+    choices = {"ppo.reward_norm": (p.reward_norm, ["none", "running"]),
+               "critic.init": (cfg.critic.init, ["reward_model", "policy"])}
+    for key, (value, options) in choices.items():
+        if value not in options:
+            raise ConfigError(f"{key}={value}: must be one of {', '.join(options)}")
+    rows = p.prompts_per_step * p.num_generations
+    if rows % p.mini_batches:
+        raise ConfigError(f"ppo.mini_batches={p.mini_batches} must divide ppo.prompts_per_step x "
+                          f"ppo.num_generations = {rows}")
+    if p.ptx_coef > 0 and not p.ptx_data:
+        raise ConfigError("ppo.ptx_coef > 0 needs ppo.ptx_data (an SFT data file)")
+    if p.ptx_data:
+        from rlhf_cli.config.checks import check_file
+
+        check_file("ppo.ptx_data", p.ptx_data)
+    if cfg.critic.path:
+        from rlhf_cli.models.loading import resolve_model_dir
+
+        resolve_model_dir(cfg.critic.path, key="critic.path")
+    critic_source(cfg)
