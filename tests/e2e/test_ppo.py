@@ -119,3 +119,15 @@ def test_critic_from_reward_model_scores_as_the_reward_model(tmp_path):
         with torch.no_grad():
             got = last_token_scores(critic(x, torch.ones_like(x)), torch.ones_like(x))
         assert float(got) == pytest.approx(want, abs=1e-5)
+    # the same rm as a reward: an ensemble of two copies reduced by min is the model itself, and
+    # normalize=true applies the statistics the rm run stored in reward_config.json
+    from rlhf_cli.rollout.rewards import build_reward_fn
+
+    prompts, answers = ["Say hi.", "Name a color."], ["Hello there!", "Blue."]
+    single = build_reward_fn("model", path=str(rm), device="cpu")(prompts, answers)
+    assert single == pytest.approx(expected, abs=1e-5)
+    ensemble = build_reward_fn("model", path=[str(rm), str(rm)], reduce="min", device="cpu")(prompts, answers)
+    assert ensemble == pytest.approx(single, abs=1e-6)
+    stats = json.loads((rm / "final" / "reward_config.json").read_text())
+    normed = build_reward_fn("model", path=str(rm), normalize=True, device="cpu")(prompts, answers)
+    assert normed == pytest.approx([(x - stats["score_mean"]) / (stats["score_std"] + 1e-8) for x in single], abs=1e-4)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rlhf_cli.data.chat import render_prompt, validate_messages
+from rlhf_cli.data.preference import HH_ASSISTANT, hh_messages
 from rlhf_cli.data.readers import read_records
 from rlhf_cli.errors import DataError
 
@@ -35,7 +36,12 @@ def prompt_messages(rec: dict, prompt_field: str, system_prompt: Optional[str] =
         raise ValueError(f"record has no '{prompt_field}' field (set data.prompt_field; fields: "
                          f"{', '.join(sorted(rec)) or 'none'})")
     p = rec[prompt_field]
-    if isinstance(p, str):
+    if isinstance(p, str) and p.startswith("\n\nHuman:") and HH_ASSISTANT in p:
+        # an HH-RLHF transcript (e.g. prompt_field=chosen): the conversation before its last assistant turn;
+        # reward functions get the messages (a reward model renders them as in training) when multi-turn
+        msgs = hh_messages(p[:p.rfind(HH_ASSISTANT) + len(HH_ASSISTANT)])
+        text = msgs[0]["content"] if len(msgs) == 1 else [dict(m) for m in msgs]
+    elif isinstance(p, str):
         if not p.strip():
             raise ValueError(f"'{prompt_field}' is empty")
         text = template.format(prompt=p) if template else p

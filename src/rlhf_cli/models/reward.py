@@ -94,10 +94,19 @@ def build_reward_model(mcfg, tokenizer, seed: int, dtype: torch.dtype = torch.fl
     return model
 
 
-def reward_config_text(rm, data, max_length: int) -> str:
-    return json.dumps({"type": rm.type, "score_position": "last_token" if rm.type == "outcome" else
-                       "step_delimiter_last_token", "template": data.template, "max_length": max_length,
-                       "step_delimiter": rm.step_delimiter, "aggregate": rm.aggregate}, indent=2)
+def reward_config_text(rm, data, max_length: int, summary: Optional[dict] = None) -> str:
+    """reward_config.json; with the training summary, also the score statistics (held-out when there is
+    an eval split) that ``{name: model, normalize: true}`` uses to put scores on mean 0, std 1."""
+    out = {"type": rm.type, "score_position": "last_token" if rm.type == "outcome" else "step_delimiter_last_token",
+           "template": data.template, "max_length": max_length, "step_delimiter": rm.step_delimiter,
+           "aggregate": rm.aggregate}
+    summary = summary or {}
+    for prefix in ("eval/", ""):
+        if f"{prefix}reward_mean" in summary and f"{prefix}reward_std" in summary:
+            out.update(score_mean=summary[f"{prefix}reward_mean"], score_std=summary[f"{prefix}reward_std"],
+                       score_stats_from="held-out pairs" if prefix else "the last training step")
+            break
+    return json.dumps(out, indent=2)
 
 
 def _pad(seqs: Sequence[List[int]], pad_id: int):
@@ -125,6 +134,7 @@ class RewardModelScorer:
         from rlhf_cli.models.loading import resolve_model_dir
 
         root = resolve_model_dir(path, key="rm.path")
+        self.root = root
         cfg_file = root / REWARD_CONFIG
         self.cfg = {"type": "outcome", "template": "chat", "max_length": 2048, "step_delimiter": "\n",
                     "aggregate": "min", **(json.loads(cfg_file.read_text()) if cfg_file.exists() else {})}

@@ -38,7 +38,9 @@ def fit(ctx: RunContext, model, tokenizer, task, rows: Sequence, eval_rows: Sequ
     start = state["step"] if state else 0
     summary = supervised.train(ctx, engine, task, rows, eval_rows, start, total, step_rows)
     summary.update(summary_extra or {})
-    final = export_final(ctx, engine, tokenizer, extra_files)
+    # extra files may depend on the training summary (e.g. a reward model's score statistics)
+    files = {name: text(summary) if callable(text) else text for name, text in (extra_files or {}).items()}
+    final = export_final(ctx, engine, tokenizer, files)
     write_manifest(ctx, summary, {"data.path": ctx.cfg.data.path, "data.eval_path": ctx.cfg.data.eval_path})
     ctx.log(f"Done: {final}")
     return summary

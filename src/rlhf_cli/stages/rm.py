@@ -97,6 +97,7 @@ def run(ctx: RunContext) -> dict:
     train, evals, st = load_preference_splits(ctx, tokenizer, kind, cfg.rm.step_delimiter)
     model = build_reward_model(cfg.model, tokenizer, cfg.seed)
     task = RMTask(cfg.rm, tokenizer.pad_token_id, s.device)
-    extra = {"reward_config.json": reward_config_text(cfg.rm, cfg.data, cfg.data.max_length)}
+    extra = {"reward_config.json": lambda summary: reward_config_text(cfg.rm, cfg.data, cfg.data.max_length,
+                                                                       summary)}
     return fit(ctx, model, tokenizer, task, train, evals, extra_files=extra,
                summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})
