@@ -7,7 +7,7 @@ from rlhf_cli.algos.lazy import lazy_entry
 from rlhf_cli.algos.registry import Registry
 
 BENCHES = Registry("benchmark")
-for _name in ("sft", "grpo", "rm", "dpo"):
+for _name in ("sft", "grpo", "rm", "dpo", "ppo"):
     BENCHES.register(_name)(lazy_entry(f"rlhf_cli.bench.{_name}:run"))
 
 

@@ -10,8 +10,9 @@ from rlhf_cli.bench.peak import peak_rss_mb
 N_PARAMS_135M = 134_515_008
 
 
-def run_training_bench(stage: str, overrides, steps: int):
-    """Run ``steps`` real optimizer steps in-process; return the metrics rows after the first (warm-up)."""
+def run_training_bench(stage: str, overrides, steps: int, key: str = "loss"):
+    """Run ``steps`` real optimizer steps in-process; return the metrics rows (those with ``key``) after
+    the first (warm-up)."""
     from rlhf_cli.config.compose import compose, to_yaml
     from rlhf_cli.models.embedded import prepare_model
     from rlhf_cli.stages.run_dir import prepare_output_dir
@@ -26,7 +27,7 @@ def run_training_bench(stage: str, overrides, steps: int):
         if code != 0:
             raise RuntimeError(f"benchmark run failed with exit code {code}")
         rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if "loss" in r][1:]
+    return [r for r in rows if key in r][1:]
 
 
 def run(peak_gflops: float, opts: dict) -> dict:
