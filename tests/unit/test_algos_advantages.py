@@ -17,7 +17,7 @@ def test_grpo_group_scaling_and_all_equal_group():
     # group 2: all equal -> exactly 0
     a = 0.5 / (math.sqrt(1 / 3) + 1e-4)
     assert a == pytest.approx(0.865875, abs=1e-6)
-    out = grpo(r, group_size=4)
+    out = grpo(r, num_generations=4)
     torch.testing.assert_close(out, torch.tensor([a, -a, -a, a, 0, 0, 0, 0]), atol=1e-6, rtol=0)
     assert torch.all(out[4:] == 0)
     assert ADVANTAGES.get("grpo")(r, 4).shape == (8,)
@@ -45,7 +45,7 @@ def test_grpo_bad_shapes():
 
 def test_rloo():
     # (1, 2, 3): 1 - (2+3)/2 = -1.5 ; 2 - (1+3)/2 = 0 ; 3 - (1+2)/2 = 1.5 ; second group all equal -> 0
-    out = rloo(torch.tensor([1.0, 2.0, 3.0, 4.0, 4.0, 4.0]), group_size=3)
+    out = rloo(torch.tensor([1.0, 2.0, 3.0, 4.0, 4.0, 4.0]), num_generations=3)
     torch.testing.assert_close(out, torch.tensor([-1.5, 0.0, 1.5, 0.0, 0.0, 0.0]))
 
 

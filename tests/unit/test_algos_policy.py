@@ -8,14 +8,14 @@ from rlhf_cli.algos.registry import UnknownNameError
 
 
 def test_kl_estimators_hand_values():
-    # logp = log .5, ref = log .25 ; d = ref - logp = -log 2 = -0.693147
+    # logps = log .5, ref = log .25 ; d = ref - logps = -log 2 = -0.693147
     # k1 = 0.693147 ; k2 = 0.5 * 0.480453 = 0.240227 ; k3 = e^d - d - 1 = 0.5 + 0.693147 - 1 = 0.193147
-    logp = torch.tensor([math.log(0.5)])
+    logps = torch.tensor([math.log(0.5)])
     ref = torch.tensor([math.log(0.25)])
     ln2 = math.log(2)
-    assert KL_ESTIMATORS.get("k1")(logp, ref).item() == pytest.approx(ln2, abs=1e-6)
-    assert KL_ESTIMATORS.get("k2")(logp, ref).item() == pytest.approx(0.5 * ln2**2, abs=1e-6)
-    assert KL_ESTIMATORS.get("k3")(logp, ref).item() == pytest.approx(0.5 + ln2 - 1, abs=1e-6)
+    assert KL_ESTIMATORS.get("k1")(logps, ref).item() == pytest.approx(ln2, abs=1e-6)
+    assert KL_ESTIMATORS.get("k2")(logps, ref).item() == pytest.approx(0.5 * ln2**2, abs=1e-6)
+    assert KL_ESTIMATORS.get("k3")(logps, ref).item() == pytest.approx(0.5 + ln2 - 1, abs=1e-6)
     for name in ("k1", "k2", "k3"):
         assert KL_ESTIMATORS.get(name)(ref, ref).item() == 0.0
 
@@ -38,8 +38,8 @@ def test_clipped_surrogate_asymmetric():
     ratios = torch.tensor([[1.5, 0.5, 1.25, 0.9, 1.5, 0.5]], dtype=torch.float64)
     adv = torch.tensor([[1.0, -1.0, 1.0, -1.0, -1.0, 1.0]], dtype=torch.float64)
     old = torch.zeros_like(ratios)
-    logp = ratios.log().requires_grad_(True)
-    loss, st = clipped_surrogate(logp, old, adv, clip_low, clip_high)
+    logps = ratios.log().requires_grad_(True)
+    loss, st = clipped_surrogate(logps, old, adv, clip_low, clip_high)
     # r=1.5 A=+1: min(1.5, 1.28) -> -1.28 (clipped high, no grad)
     # r=0.5 A=-1: min(-0.5, -0.8) -> 0.8 (clipped low, no grad)
     # r=1.25 A=+1: inside [0.8, 1.28] (a symmetric 0.2 clip would cut it) -> -1.25
@@ -48,22 +48,22 @@ def test_clipped_surrogate_asymmetric():
     # r=0.5 A=+1: min(0.5, 0.8) = 0.5 -> -0.5 (unclipped)
     torch.testing.assert_close(loss, torch.tensor([[-1.28, 0.8, -1.25, 0.9, 1.5, -0.5]], dtype=torch.float64))
     loss.sum().backward()
-    # d loss / d logp = -A * ratio where unclipped, 0 where clipped
-    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, 0.0, -1.25, 0.9, 1.5, -0.5]], dtype=torch.float64))
-    assert st["clipped_high"].tolist() == [[True, False, False, False, False, False]]
-    assert st["clipped_low"].tolist() == [[False, True, False, False, False, False]]
+    # d loss / d logps = -A * ratio where unclipped, 0 where clipped
+    torch.testing.assert_close(logps.grad, torch.tensor([[0.0, 0.0, -1.25, 0.9, 1.5, -0.5]], dtype=torch.float64))
+    assert st["clip_high"].tolist() == [[True, False, False, False, False, False]]
+    assert st["clip_low"].tolist() == [[False, True, False, False, False, False]]
     torch.testing.assert_close(st["ratio"], ratios)
     assert not st["ratio"].requires_grad
 
 
 def test_clipped_surrogate_broadcast_seq_advantages_and_old_logp_constant():
-    logp = torch.log(torch.tensor([[1.1, 1.0], [1.0, 0.7]])).requires_grad_(True)
+    logps = torch.log(torch.tensor([[1.1, 1.0], [1.0, 0.7]])).requires_grad_(True)
     old = torch.zeros(2, 2, requires_grad=True)
     adv = torch.tensor([2.0, -1.0])  # [B]
-    loss, st = clipped_surrogate(logp, old, adv, 0.2, 0.2)
+    loss, st = clipped_surrogate(logps, old, adv, 0.2, 0.2)
     # row 0, A=2: -(1.1*2), -(1*2) ; row 1, A=-1: 1.0, ratio .7 < .8 -> clipped: -min(-.7, -.8) = 0.8
     torch.testing.assert_close(loss, torch.tensor([[-2.2, -2.0], [1.0, 0.8]]))
-    assert st["clipped_low"].tolist() == [[False, False], [False, True]]
+    assert st["clip_low"].tolist() == [[False, False], [False, True]]
     loss.sum().backward()
     assert old.grad is None or torch.all(old.grad == 0)
 

@@ -133,15 +133,15 @@ def test_clipped_value_loss_hand_values_and_gradients():
     v = V.clone().requires_grad_(True)
     loss, st = value_loss(v, OLD_V, RET, VMASK, 0.2, max_len=8)
     assert loss.item() == pytest.approx(0.719)
-    assert st["clipped"].tolist() == [[True, False, False], [False, False, False]]
-    assert st["clip_fraction"].item() == pytest.approx(0.2)
+    assert st["value_clip"].tolist() == [[True, False, False], [False, False, False]]
+    assert st["value_clip_fraction"].item() == pytest.approx(0.2)
     loss.backward()
     # d/dV 0.5 * (V - R)^2 = V - R where that branch is active, 0 through a saturated clip; / 5 tokens
     # (0,0) 0 ; (0,1) .5/5 ; (0,2) 2/5 ; (1,0) -1/5 ; (1,1) -.5/5 ; pad 0
     torch.testing.assert_close(v.grad, torch.tensor([[0.0, 0.1, 0.4], [-0.2, -0.1, 0.0]]))
     # unclipped: (.5 + .125 + 2 + .5 + .125) / 5 = 3.25 / 5 = .65
     loss_u, st_u = value_loss(V, OLD_V, RET, VMASK, None, max_len=8)
-    assert loss_u.item() == pytest.approx(0.65) and st_u["clip_fraction"].item() == 0.0
+    assert loss_u.item() == pytest.approx(0.65) and st_u["value_clip_fraction"].item() == 0.0
     # Dr. GRPO-style aggregation with the budget 4: (2.97 / 4 + .625 / 4) / 2 = .449375
     loss_s, _ = value_loss(V, OLD_V, RET, VMASK, 0.2, loss_agg="seq_mean_token_sum_norm", max_len=4)
     assert loss_s.item() == pytest.approx(0.449375)
@@ -155,16 +155,16 @@ def test_clipped_value_loss_hand_values_and_gradients():
 
 
 def test_approx_kl_hand_values():
-    # log ratio = logp - old = ln 2 (ratio 2) and -ln 2 (ratio .5)
+    # log ratio = logps - old = ln 2 (ratio 2) and -ln 2 (ratio .5)
     old = torch.zeros(1, 2)
-    logp = torch.tensor([[math.log(2.0), -math.log(2.0)]], requires_grad=True)
+    logps = torch.tensor([[math.log(2.0), -math.log(2.0)]], requires_grad=True)
     ln2 = math.log(2.0)
     # k3 = (ratio - 1) - log ratio: 1 - ln2 = .306853 ; -.5 + ln2 = .193147
-    torch.testing.assert_close(approx_kl(logp, old), torch.tensor([[1 - ln2, -0.5 + ln2]]))
+    torch.testing.assert_close(approx_kl(logps, old), torch.tensor([[1 - ln2, -0.5 + ln2]]))
     # k2 = .5 (log ratio)^2 = .240227 both ; k1 = -log ratio
-    torch.testing.assert_close(approx_kl(logp, old, "k2"), torch.tensor([[0.5 * ln2**2] * 2]))
-    torch.testing.assert_close(approx_kl(logp, old, "k1"), torch.tensor([[-ln2, ln2]]))
-    assert not approx_kl(logp, old).requires_grad
+    torch.testing.assert_close(approx_kl(logps, old, "k2"), torch.tensor([[0.5 * ln2**2] * 2]))
+    torch.testing.assert_close(approx_kl(logps, old, "k1"), torch.tensor([[-ln2, ln2]]))
+    assert not approx_kl(logps, old).requires_grad
     assert torch.equal(approx_kl(old, old), torch.zeros(1, 2))
     # it is the KL of the old policy to the new one: E_old[k3] = KL(old || new) exactly
     p_old = torch.softmax(torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64), 0)

@@ -2,7 +2,7 @@
 
 Group-based estimators take ``rewards[N]`` with ``N = num_prompts * G`` laid
 out GROUP-CONTIGUOUS (the G completions of prompt 0 first, then prompt 1, ...)
-and return ``[N]``.  ``ADVANTAGES`` maps a name to ``fn(rewards, group_size, **options)``; each entry is
+and return ``[N]``.  ``ADVANTAGES`` maps a name to ``fn(rewards, num_generations, **options)``; each entry is
 registered with ``options={kwarg: config field}`` naming the config fields it reads.
 All outputs are detached (advantages are constants for the policy loss).
 """
@@ -17,12 +17,12 @@ from .registry import Registry
 ADVANTAGES = Registry("advantage estimator")
 
 
-def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+def _groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
     if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [num_prompts * group_size], got {tuple(rewards.shape)}")
-    if group_size < 1 or rewards.numel() % group_size:
-        raise ValueError(f"{rewards.numel()} rewards cannot be split into groups of {group_size}")
-    return rewards.detach().float().view(-1, group_size)
+        raise ValueError(f"rewards must be 1-D [num_prompts * num_generations], got {tuple(rewards.shape)}")
+    if num_generations < 1 or rewards.numel() % num_generations:
+        raise ValueError(f"{rewards.numel()} rewards cannot be split into groups of {num_generations}")
+    return rewards.detach().float().view(-1, num_generations)
 
 
 def _centered(g: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,7 @@ def _centered(g: torch.Tensor) -> torch.Tensor:
 
 
 @ADVANTAGES.register("grpo", options={"scale_rewards": "scale_rewards", "eps": "adv_eps"})
-def grpo(rewards: torch.Tensor, group_size: int, scale_rewards: str = "group", eps: float = 1e-4) -> torch.Tensor:
+def grpo(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group", eps: float = 1e-4) -> torch.Tensor:
     """Group-relative advantage, Shao et al. 2024 (DeepSeekMath) §4.1.2:
     ``A_i = (r_i - mean_group(r)) / (std(r) + eps)``.
 
@@ -51,15 +51,15 @@ def grpo(rewards: torch.Tensor, group_size: int, scale_rewards: str = "group", e
         R1-Zero-Like Training", §3.1).
 
     The std is the UNBIASED sample std (Bessel, ``torch.std`` default), as in
-    TRL; hence ``group_size >= 2`` is required.  Computed in float64; a group of
+    TRL; hence ``num_generations >= 2`` is required.  Computed in float64; a group of
     all-equal rewards gets advantage EXACTLY 0 under every scaling (see
     ``_centered``).  Returns float32 ``[N]``.
     """
-    if group_size < 2:
-        raise ValueError("GRPO needs group_size >= 2")
+    if num_generations < 2:
+        raise ValueError("GRPO needs num_generations >= 2")
     if scale_rewards not in ("group", "batch", "none"):
         raise ValueError(f"unknown scale_rewards {scale_rewards!r} (choices: group, batch, none)")
-    g = _groups(rewards, group_size).double()
+    g = _groups(rewards, num_generations).double()
     centered = _centered(g)
     if scale_rewards == "group":
         centered = centered / (g.std(dim=1, keepdim=True) + eps)
@@ -69,32 +69,32 @@ def grpo(rewards: torch.Tensor, group_size: int, scale_rewards: str = "group", e
 
 
 @ADVANTAGES.register("dr_grpo", options={"eps": "adv_eps"})
-def dr_grpo(rewards: torch.Tensor, group_size: int, **kw) -> torch.Tensor:
+def dr_grpo(rewards: torch.Tensor, num_generations: int, **kw) -> torch.Tensor:
     """Dr. GRPO (Liu et al. 2025): ``A_i = r_i - mean_group(r)``, i.e. ``grpo(scale_rewards='none')``."""
-    return grpo(rewards, group_size, scale_rewards="none", **kw)
+    return grpo(rewards, num_generations, scale_rewards="none", **kw)
 
 
 @ADVANTAGES.register("rloo")
-def rloo(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+def rloo(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
     """REINFORCE Leave-One-Out, Ahmadian et al. 2024 ("Back to Basics", §3.2;
     Kool et al. 2019): ``A_i = r_i - 1/(G-1) sum_{j != i} r_j
-    = G/(G-1) * (r_i - mean_group(r))``.  Requires ``group_size >= 2``.
+    = G/(G-1) * (r_i - mean_group(r))``.  Requires ``num_generations >= 2``.
     Computed in float64 from the second form; all-equal groups give exactly 0.
     """
-    if group_size < 2:
-        raise ValueError("RLOO needs group_size >= 2")
-    g = _groups(rewards, group_size)
-    return (_centered(g) * (group_size / (group_size - 1))).reshape(-1).float()
+    if num_generations < 2:
+        raise ValueError("RLOO needs num_generations >= 2")
+    g = _groups(rewards, num_generations)
+    return (_centered(g) * (num_generations / (num_generations - 1))).reshape(-1).float()
 
 
-def group_has_signal(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+def group_has_signal(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
     """``Bool[num_prompts]``: True where the group's rewards are not all equal.
 
     Dynamic sampling of DAPO (Yu et al. 2025, §3.2): groups whose
     completions all get the same reward have zero advantage and are dropped /
     re-sampled.
     """
-    g = _groups(rewards, group_size)
+    g = _groups(rewards, num_generations)
     return g.amax(dim=1) != g.amin(dim=1)
 
 

@@ -13,26 +13,26 @@ LOSS_AGGREGATIONS = Registry("loss aggregation")
 
 # --------------------------------------------------------------------------- KL
 # Schulman 2020, "Approximating KL Divergence" (http://joschu.net/blog/kl-approx.html).
-# With samples from the policy and log r = ref_logp - logp, the estimators of
+# With samples from the policy and log r = ref_logps - logps, the estimators of
 # KL(pi || ref) are k1 = -log r, k2 = (log r)^2 / 2, k3 = (r - 1) - log r.
 
 
 @KL_ESTIMATORS.register("k1")
-def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k1 = logp - ref_logp (unbiased, high variance, can be negative)."""
-    return logp - ref_logp
+def kl_k1(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """k1 = logps - ref_logps (unbiased, high variance, can be negative)."""
+    return logps - ref_logps
 
 
 @KL_ESTIMATORS.register("k2")
-def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k2 = 0.5 * (logp - ref_logp)^2 (biased, low variance, >= 0)."""
-    return 0.5 * (logp - ref_logp) ** 2
+def kl_k2(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """k2 = 0.5 * (logps - ref_logps)^2 (biased, low variance, >= 0)."""
+    return 0.5 * (logps - ref_logps) ** 2
 
 
 @KL_ESTIMATORS.register("k3")
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 = exp(ref - logp) - (ref - logp) - 1 (unbiased, >= 0; used by GRPO, Shao et al. 2024 eq. 4)."""
-    d = ref_logp - logp
+def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """k3 = exp(ref - logps) - (ref - logps) - 1 (unbiased, >= 0; used by GRPO, Shao et al. 2024 eq. 4)."""
+    d = ref_logps - logps
     return torch.exp(d) - d - 1.0
 
 
@@ -40,8 +40,8 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 def clipped_surrogate(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
     advantages: torch.Tensor,
     clip_low: float,
     clip_high: float,
@@ -49,23 +49,23 @@ def clipped_surrogate(
     """PPO-clip, Schulman et al. 2017 eq. 7, with asymmetric bounds
     ("Clip-Higher" of DAPO, Yu et al. 2025, §3.1):
 
-    ``ratio = exp(logp - old_logp)``,
+    ``ratio = exp(logps - old_logps)``,
     ``loss = -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A)``.
 
     Args:
-        logp, old_logp: ``[B, T]`` per-token log-probs (``old_logp`` is treated as
+        logps, old_logps: ``[B, T]`` per-token log-probs (``old_logps`` is treated as
             a constant).
         advantages: ``[B]`` (broadcast over tokens) or ``[B, T]``.
     Returns:
         ``(per_token_loss[B, T], stats)``; ``stats`` (all detached, ``[B, T]``):
-        ``'ratio'``; ``'clipped_low'`` (A < 0 and ratio < 1 - clip_low: lower
-        bound active, zero gradient); ``'clipped_high'`` (A > 0 and ratio >
+        ``'ratio'``; ``'clip_low'`` (A < 0 and ratio < 1 - clip_low: lower
+        bound active, zero gradient); ``'clip_high'`` (A > 0 and ratio >
         1 + clip_high).  Mask them with the token mask before averaging.
     """
-    if advantages.dim() == logp.dim() - 1:
+    if advantages.dim() == logps.dim() - 1:
         advantages = advantages.unsqueeze(-1)
-    advantages = advantages.detach().to(logp.dtype)
-    ratio = torch.exp(logp - old_logp.detach())
+    advantages = advantages.detach().to(logps.dtype)
+    ratio = torch.exp(logps - old_logps.detach())
     lo, hi = 1.0 - clip_low, 1.0 + clip_high
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, lo, hi) * advantages
@@ -74,8 +74,8 @@ def clipped_surrogate(
     a = advantages.expand_as(r)
     stats = {
         "ratio": r,
-        "clipped_low": (a < 0) & (r < lo),
-        "clipped_high": (a > 0) & (r > hi),
+        "clip_low": (a < 0) & (r < lo),
+        "clip_high": (a > 0) & (r > hi),
     }
     return per_token, stats
 

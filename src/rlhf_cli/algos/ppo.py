@@ -7,15 +7,15 @@ estimators (``policy.KL_ESTIMATORS``), loss aggregation (``policy.aggregate_loss
 
 One PPO step, as the stage composes it (``[B, T]`` tensors over response tokens, ``mask`` 1 on the
 tokens of each response, right-padded; every name below is a function of ``algos``).  Alignment:
-``logp[:, t]``, ``kl[:, t]`` and ``values[:, t]`` all come from the position whose output predicts
+``logps[:, t]``, ``kl[:, t]`` and ``values[:, t]`` all come from the position whose output predicts
 response token ``t`` (the state before token ``t``), so ``values[:, 0]`` is V(prompt)::
 
-    kl = KL_ESTIMATORS.get(name)(old_logp, ref_logp)                 # per-token KL to the reference
+    kl = KL_ESTIMATORS.get(name)(old_logps, ref_logps)                 # per-token KL to the reference
     rewards, non_score = shaped_rewards(scores, kl, mask, kl_ctl.kl_coef)
     adv, returns = gae(rewards, old_values, mask, gamma, lam)
     adv = whiten(adv, mask, all_reduce(masked_moments(adv, mask)))   # over all ranks
     ... per mini-batch:
-    pg, st = clipped_surrogate(logp, old_logp, adv, clip_low, clip_high); pg = aggregate_loss(pg, ...)
+    pg, st = clipped_surrogate(logps, old_logps, adv, clip_low, clip_high); pg = aggregate_loss(pg, ...)
     vf, vst = value_loss(values, old_values, returns, mask, value_clip, max_len=max_new_tokens)
     loss = ppo_total_loss(pg, vf_loss=vf, vf_coef=..., ptx_loss=..., ptx_coef=..., entropy=..., ...)
     kl_ctl.update(mean per-sequence KL of the rollout, n_steps=global number of sequences)
@@ -60,7 +60,7 @@ def shaped_rewards(
     Args:
         scores: ``[B]`` sequence scores (reward model / verifiers, after post-processing).
         kl: ``[B, T]`` per-token KL estimate to the frozen reference, e.g.
-            ``KL_ESTIMATORS.get('k1')(logp, ref_logp)`` (k1 = log pi - log pi_ref, as InstructGPT).
+            ``KL_ESTIMATORS.get('k1')(logps, ref_logps)`` (k1 = log pi - log pi_ref, as InstructGPT).
         mask: ``[B, T]`` bool or 0/1, 1 on response tokens.  Positions with 0 (padding, holes) get
             reward 0 and NaN there does not leak; a row with no valid token gets no score at all.
         kl_coef: beta, a float or 0-d tensor (the KL controller's current value).
@@ -149,9 +149,9 @@ def value_loss(
         values: ``[B, T]`` critic values being trained (grad flows).
         old_values: ``[B, T]`` values of the rollout (constants), ``returns``: ``[B, T]`` GAE returns.
     Returns:
-        ``(loss, stats)``; ``stats``: ``'clipped'`` bool ``[B, T]`` (the clipped term is the larger
+        ``(loss, stats)``; ``stats``: ``'value_clip'`` bool ``[B, T]`` (the clipped term is the larger
         one, so the gradient is cut: TRL's ``vf_clipfrac`` numerator; False where masked) and
-        ``'clip_fraction'`` its masked mean over this batch (0-d); both detached.
+        ``'value_clip_fraction'`` its masked mean over this batch (0-d); both detached.
     """
     old = old_values.detach().to(values.dtype)
     ret = returns.detach().to(values.dtype)
@@ -168,24 +168,24 @@ def value_loss(
         per_token = 0.5 * torch.maximum(unclipped, clipped_sq)
         clipped = (clipped_sq > unclipped).detach() & valid
     loss = aggregate_loss(per_token, mask, loss_agg, max_len=max_len, normalizer=normalizer)
-    return loss, {"clipped": clipped, "clip_fraction": masked_mean(clipped.float(), valid)}
+    return loss, {"value_clip": clipped, "value_clip_fraction": masked_mean(clipped.float(), valid)}
 
 
 # -------------------------------------------------------------- diagnostics
 
 
 @torch.no_grad()
-def approx_kl(logp: torch.Tensor, old_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+def approx_kl(logps: torch.Tensor, old_logps: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
     """Per-token estimate of KL(pi_old || pi_theta) on the rollout's tokens (sampled from pi_old),
     for logging and early stopping of the PPO epochs (Schulman 2020, "Approximating KL Divergence";
     the ``approxkl`` of PPO2, OpenAI baselines).
 
-    With ``log ratio = logp - old_logp``: ``k3 = (ratio - 1) - log ratio`` (unbiased, >= 0;
+    With ``log ratio = logps - old_logps``: ``k3 = (ratio - 1) - log ratio`` (unbiased, >= 0;
     CleanRL / TRL), ``k2 = 0.5 (log ratio)^2`` (PPO2's ``approxkl``), ``k1 = -log ratio``.
     These are ``policy.KL_ESTIMATORS`` applied with the roles of sampler and target swapped.
     Returns ``[B, T]`` detached; average it with the token mask (``masked_mean`` or global sums).
     """
-    return KL_ESTIMATORS.get(estimator)(old_logp.detach().float(), logp.detach().float())
+    return KL_ESTIMATORS.get(estimator)(old_logps.detach().float(), logps.detach().float())
 
 
 def explained_variance_from_moments(returns_moments: Moments, residual_moments: Moments) -> float:

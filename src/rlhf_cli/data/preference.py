@@ -110,14 +110,14 @@ class Encoder:
         p = self.prompt_ids(prompt)
         return self.fit(p, [self.answer_ids(prompt, p, a) for a in answers])
 
-    def encode_steps(self, prompt, steps: Sequence[str], delimiter: str) -> Tuple[List[int], List[int]]:
+    def encode_steps(self, prompt, steps: Sequence[str], step_delimiter: str) -> Tuple[List[int], List[int]]:
         """Process supervision: prompt ids + each step's ids + delimiter ids; returns (ids, step end index)."""
         ids = self.prompt_ids(prompt)
         p_len, ends = len(ids), []
         room = self.max_length - min(p_len, self.max_length // 2)
         body: List[int] = []
         for s in steps:
-            piece = self._ids(s) + self._ids(delimiter)
+            piece = self._ids(s) + self._ids(step_delimiter)
             if len(body) + len(piece) > room:
                 break
             body += piece
@@ -234,7 +234,7 @@ def _kto_label(value, d) -> bool:
     raise ValueError(f"'{d.label_field}' must be true/false (desirable or not)")
 
 
-def parse_record(rec: dict, d, enc: Encoder, kind: str, rm_delimiter: str = "\n") -> Tuple[List[PrefItem], bool]:
+def parse_record(rec: dict, d, enc: Encoder, kind: str, step_delimiter: str = "\n") -> Tuple[List[PrefItem], bool]:
     """One record -> items (a pair gives 2 KTO items); raise ValueError saying what is wrong with it.
 
     kind: 'outcome' (rm: pairs + rankings) | 'pairs' (dpo) | 'kto' | 'process'.
@@ -253,7 +253,7 @@ def parse_record(rec: dict, d, enc: Encoder, kind: str, rm_delimiter: str = "\n"
             raise ValueError(f"'{d.steps_field}' must be a non-empty list of non-empty strings")
         if not isinstance(labels, list) or len(labels) != len(steps) or not all(x in (0, 1) for x in labels):
             raise ValueError(f"'{d.labels_field}' must be a list of {len(steps)} labels, 0/1 or true/false")
-        ids, ends = enc.encode_steps(rec.get(d.prompt_field, ""), steps, rm_delimiter)
+        ids, ends = enc.encode_steps(rec.get(d.prompt_field, ""), steps, step_delimiter)
         if not ends:
             raise ValueError("no step fits in data.max_length")
         return [PrefItem([ids], [0], [0], step_ends=ends, step_labels=[int(x) for x in labels[:len(ends)]])], \
@@ -295,14 +295,14 @@ def add_kto_mismatched(items: List[PrefItem], seed: int, max_length: int) -> Non
 
 
 def load_preferences(path, d, tokenizer, kind: str, limit: int = 0, seed: int = 0,
-                     rm_delimiter: str = "\n") -> Tuple[List[PrefItem], LoadStats]:
+                     step_delimiter: str = "\n") -> Tuple[List[PrefItem], LoadStats]:
     """Read + tokenise ``path``; bad records raise DataError(file:line) or are skipped+counted (skip_bad)."""
     enc = Encoder(tokenizer, d.template, d.max_length)
     stats, out = LoadStats(), []
     for line, rec in read_records(path, limit=limit):
         stats.records += 1
         try:
-            items, cut = parse_record(rec, d, enc, kind, rm_delimiter)
+            items, cut = parse_record(rec, d, enc, kind, step_delimiter)
         except ValueError as e:
             if d.skip_bad:
                 stats.skipped += 1

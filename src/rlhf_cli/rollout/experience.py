@@ -95,9 +95,9 @@ def response_logprobs(model, exp: Experience, temperature: float, chunk_size: in
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=L + 1).logits[:, :-1]
     if temperature != 1.0:
         logits = logits / temperature
-    logp = token_logprobs(logits, exp.response_ids, chunk_size)
+    logps = token_logprobs(logits, exp.response_ids, chunk_size)
     ent = token_entropy(logits, chunk_size, differentiable=entropy_grad) if with_entropy else None
-    return logp, ent
+    return logps, ent
 
 
 def response_values(critic, exp: Experience) -> torch.Tensor:
@@ -145,15 +145,15 @@ def batched(fn, exp: Experience, micro_batch_size: int) -> torch.Tensor:
 def policy_loss(model, mb: Experience, g, normalizer: float, with_entropy: bool):
     """Clipped surrogate (+ kl_coef * KL to the reference) aggregated by ``g.loss_agg`` with a GLOBAL
     normalizer. Returns (loss, {metric: sum over tokens}) with token count under 'tokens'."""
-    logp, ent = response_logprobs(model, mb, g.temperature, g.logprob_chunk_size, with_entropy)
-    old = mb.old_logps if mb.old_logps is not None else logp.detach()
-    per_token, st = clipped_surrogate(logp, old, mb.advantages, g.clip_low, g.clip_high)
+    logps, ent = response_logprobs(model, mb, g.temperature, g.logprob_chunk_size, with_entropy)
+    old = mb.old_logps if mb.old_logps is not None else logps.detach()
+    per_token, st = clipped_surrogate(logps, old, mb.advantages, g.clip_low, g.clip_high)
     m = mb.response_mask
     stats = {"tokens": float(m.sum()),
-             "clip_low": float((st["clipped_low"].float() * m).sum()),
-             "clip_high": float((st["clipped_high"].float() * m).sum())}
+             "clip_low": float((st["clip_low"].float() * m).sum()),
+             "clip_high": float((st["clip_high"].float() * m).sum())}
     if g.kl_coef > 0:
-        kl = KL_ESTIMATORS.get(g.kl_estimator)(logp, mb.ref_logps)
+        kl = KL_ESTIMATORS.get(g.kl_estimator)(logps, mb.ref_logps)
         per_token = per_token + g.kl_coef * kl
         stats["kl"] = float((kl.detach() * m).sum())
     if ent is not None:

@@ -74,8 +74,8 @@ class DPOTask:
         losses, cr, rr = self.fn(pol[c], pol[r], None if ref is None else ref[c],
                                  None if ref is None else ref[r], beta=d.beta, **self.kwargs)
         loss_sum = losses.sum()
-        return loss_sum, {"loss": float(loss_sum.detach()), "rewards/chosen": float(cr.sum()),
-                          "rewards/rejected": float(rr.sum()), "rewards/margin": float((cr - rr).sum()),
+        return loss_sum, {"loss": float(loss_sum.detach()), "reward/chosen": float(cr.sum()),
+                          "reward/rejected": float(rr.sum()), "reward/margin": float((cr - rr).sum()),
                           "accuracy": float((cr > rr).sum()), "logps/chosen": float(pol[c].detach().sum()),
                           "logps/rejected": float(pol[r].detach().sum())}
 
@@ -92,7 +92,7 @@ class DPOTask:
         loss_sum = losses.sum()
         right = ((rewards > float(d.beta * z0)) == batch.label).sum()
         return loss_sum, {"loss": float(loss_sum.detach()), "kl": float(z0) * batch.num_items,
-                          "accuracy": float(right), "rewards/mean": float(rewards.sum()),
+                          "accuracy": float(right), "reward/mean": float(rewards.sum()),
                           "logps/mean": float(pol[m].detach().sum())}
 
 

@@ -202,7 +202,7 @@ class PPOStep:
         tok, minis = max(red["tokens"], 1.0), max(red["mini_batches"] / s.world_size, 1.0)
         out = {"policy_loss": red["policy_loss"] / minis, "value_loss": red["value_loss"] / minis,
                "clip_low_fraction": red["clip_low"] / tok, "clip_high_fraction": red["clip_high"] / tok,
-               "value_clip_fraction": red["value_clipped"] / tok, "approx_kl": red["approx_kl_sum"] / tok,
+               "value_clip_fraction": red["value_clip"] / tok, "approx_kl": red["approx_kl_sum"] / tok,
                "ppo_epochs": epochs_done}
         if "entropy" in red:
             out["entropy"] = red["entropy"] / max(red["entropy_tokens"], 1.0)
@@ -218,14 +218,14 @@ class PPOStep:
         chunks = micro_batches(len(mini), mbs)
         ptx_batches, ptx_tokens = self.ptx.take(len(chunks)) if self.ptx and p.ptx_coef > 0 else ([], 1.0)
         stats = {"mini_batches": 1.0, "policy_loss": 0.0, "value_loss": 0.0, "tokens": 0.0, "clip_low": 0.0,
-                 "clip_high": 0.0, "value_clipped": 0.0, "approx_kl_sum": 0.0}
+                 "clip_high": 0.0, "value_clip": 0.0, "approx_kl_sum": 0.0}
         want_entropy = with_entropy or p.entropy_coef > 0
         for j, rows in enumerate(chunks):
             mb = mini.select(rows)
             m = mb.response_mask
-            logp, ent = response_logprobs(self.actor, mb, p.temperature, p.logprob_chunk_size,
+            logps, ent = response_logprobs(self.actor, mb, p.temperature, p.logprob_chunk_size,
                                           with_entropy=want_entropy, entropy_grad=p.entropy_coef > 0)
-            per_token, st = clipped_surrogate(logp, mb.old_logps, mb.advantages, p.clip_low, p.clip_high)
+            per_token, st = clipped_surrogate(logps, mb.old_logps, mb.advantages, p.clip_low, p.clip_high)
             pg = aggregate_loss(per_token, m, p.loss_agg, max_len=p.max_new_tokens, normalizer=norm)
             entropy = aggregate_loss(ent, m, p.loss_agg, max_len=p.max_new_tokens, normalizer=norm) \
                 if p.entropy_coef > 0 else None
@@ -242,10 +242,10 @@ class PPOStep:
             stats["policy_loss"] += float(pg.detach())
             stats["value_loss"] += float(vf.detach())
             stats["tokens"] += float(m.sum())
-            stats["clip_low"] += float((st["clipped_low"].float() * m).sum())
-            stats["clip_high"] += float((st["clipped_high"].float() * m).sum())
-            stats["value_clipped"] += float(vst["clipped"].float().sum())
-            stats["approx_kl_sum"] += float((approx_kl(logp, mb.old_logps) * m).sum())
+            stats["clip_low"] += float((st["clip_low"].float() * m).sum())
+            stats["clip_high"] += float((st["clip_high"].float() * m).sum())
+            stats["value_clip"] += float(vst["value_clip"].float().sum())
+            stats["approx_kl_sum"] += float((approx_kl(logps, mb.old_logps) * m).sum())
             if ent is not None and with_entropy:
                 stats["entropy"] = stats.get("entropy", 0.0) + float((ent.detach() * m).sum())
                 stats["entropy_tokens"] = stats.get("entropy_tokens", 0.0) + float(m.sum())

@@ -71,14 +71,14 @@ class RMTask:
                           "reward_std": float(flat.std(unbiased=False)) * batch.num_items}
 
 
-def load_preference_splits(ctx: RunContext, tokenizer, kind: str, delimiter: str = "\n"):
+def load_preference_splits(ctx: RunContext, tokenizer, kind: str, step_delimiter: str = "\n"):
     """Train/eval items for rm/dpo with the data summary logged; returns (train, eval, stats)."""
     d = ctx.cfg.data
     stats = {}
 
     def load(path):
         items, st = load_preferences(path, d, tokenizer, kind, limit=d.limit if path == d.path else 0,
-                                     seed=ctx.cfg.seed, rm_delimiter=delimiter)
+                                     seed=ctx.cfg.seed, step_delimiter=step_delimiter)
         stats[path] = st
         return items
 
