@@ -99,6 +99,18 @@ def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accura
         fail(e, debug)
 
 
+@app.command(context_settings=EXTRA)
+def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+        debug: bool = typer.Option(False, "--debug")):
+    """Ratings from judgements: rlhf elo rankings.jsonl [pairs.jsonl ...] [k=4 bootstrap=1000] [--json]"""
+    from rlhf_cli.cli.elo import run_elo
+
+    try:
+        run_elo(ctx.args, as_json)
+    except RlhfError as e:
+        fail(e, debug)
+
+
 @app.command()
 def setup():
     """Prepare the embedded default model (convert the bundled GGUF once into $RLHF_HOME)."""
