@@ -111,6 +111,18 @@ def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="
         fail(e, debug)
 
 
+@app.command(context_settings=EXTRA)
+def report(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print what was drawn as JSON"),
+           debug: bool = typer.Option(False, "--debug")):
+    """Plots: rlhf report RUN [RUN ...] [elo=ELO.json] out=FILE.png|FILE.html"""
+    from rlhf_cli.cli.report import run_report
+
+    try:
+        run_report(ctx.args, as_json)
+    except RlhfError as e:
+        fail(e, debug)
+
+
 @app.command()
 def setup():
     """Prepare the embedded default model (convert the bundled GGUF once into $RLHF_HOME)."""
