@@ -100,6 +100,17 @@ def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accura
 
 
 @app.command(context_settings=EXTRA)
+def label(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
+    """Rank responses in the terminal: rlhf label prompts=FILE models=[runs/sft,runs/dpo] k=4 out=rankings.jsonl"""
+    from rlhf_cli.cli.label import run_label
+
+    try:
+        run_label(ctx.args)
+    except RlhfError as e:
+        fail(e, debug)
+
+
+@app.command(context_settings=EXTRA)
 def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
         debug: bool = typer.Option(False, "--debug")):
     """Ratings from judgements: rlhf elo rankings.jsonl [pairs.jsonl ...] [k=4 bootstrap=1000] [--json]"""
