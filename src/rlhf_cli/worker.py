@@ -6,28 +6,10 @@ import sys
 import traceback
 
 
-def quiet_libraries(debug: bool) -> None:
-    import logging
-    import warnings
-
-    if debug:
-        return
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore")
-    for name in ("DeepSpeed", "deepspeed", "transformers", "torch.distributed", "datasets"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
 def run_worker(config_path: str, debug: bool = False) -> int:
     """Run one process of a stage; returns an exit code, printing one-line errors unless debug."""
+    from rlhf_cli.quiet import quiet_libraries
+
     debug = debug or os.environ.get("RLHF_DEBUG") == "1"
     quiet_libraries(debug)
     from rlhf_cli.errors import RlhfError
@@ -78,10 +60,9 @@ def main() -> None:
         sys.exit(2)
     code = run_worker(args[0])
     try:
-        import torch.distributed as dist
+        from rlhf_cli.engine.strategy import Strategy
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        Strategy.shutdown()
     except Exception:
         pass
     sys.exit(code)

@@ -32,7 +32,8 @@ def _imported_top_level(path: Path):
 
 def test_expected_modules_present():
     names = {p.stem for p in MODULE_FILES}
-    assert {"registry", "logprobs", "sft", "preference", "reward", "advantages", "policy"} <= names
+    assert {"registry", "logprobs", "sft", "preference", "reward", "advantages", "policy", "ppo", "kl_control",
+            "reward_shaping"} <= names
 
 
 @pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.name)

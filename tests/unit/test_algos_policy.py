@@ -74,27 +74,48 @@ MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
 
 def test_aggregate_token_mean():
     # (1+2+3+4+5) / 5 = 3 ; global normalizer 10 -> 1.5
-    assert aggregate_loss(PER_TOKEN, MASK, "token_mean").item() == pytest.approx(3.0)
-    assert aggregate_loss(PER_TOKEN, MASK, "token_mean", normalizer=10).item() == pytest.approx(1.5)
+    assert aggregate_loss(PER_TOKEN, MASK, "token_mean", max_len=8).item() == pytest.approx(3.0)
+    assert aggregate_loss(PER_TOKEN, MASK, "token_mean", max_len=8, normalizer=10).item() == pytest.approx(1.5)
 
 
 def test_aggregate_seq_mean_token_mean():
     # per seq: 6/3 = 2, 9/2 = 4.5 ; mean 3.25 ; normalizer 4 sequences -> 6.5 / 4 = 1.625
-    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_mean").item() == pytest.approx(3.25)
-    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_mean", normalizer=4).item() == pytest.approx(1.625)
+    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_mean", max_len=8).item() == pytest.approx(3.25)
+    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_mean", max_len=8,
+                          normalizer=4).item() == pytest.approx(1.625)
 
 
 def test_aggregate_seq_mean_token_sum_norm():
-    # default max_len = T = 4: (6/4 + 9/4) / 2 = 1.875 ; max_len 10: (0.6 + 0.9) / 2 = 0.75
-    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_sum_norm").item() == pytest.approx(1.875)
+    # max_len 10: (6/10 + 9/10) / 2 = 0.75 ; normalizer 4 sequences: 1.5 / 4 = 0.375
     assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_sum_norm", max_len=10).item() == pytest.approx(0.75)
+    assert aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_sum_norm", max_len=10,
+                          normalizer=4).item() == pytest.approx(0.375)
+
+
+def test_dr_grpo_normaliser_is_the_budget_not_the_padded_width():
+    # the same two sequences in a batch padded to width 4 and to width 7 (a longer batch-mate):
+    # the loss must not change, since the denominator is max_len = 10 both times (it was T before)
+    wide = torch.cat([PER_TOKEN, torch.full((2, 3), 100.0)], dim=1)
+    wide_mask = torch.cat([MASK, torch.zeros(2, 3, dtype=MASK.dtype)], dim=1)
+    a = aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_sum_norm", max_len=10)
+    b = aggregate_loss(wide, wide_mask, "seq_mean_token_sum_norm", max_len=10)
+    assert a.item() == b.item() == pytest.approx(0.75)
+    # impossible to call without it, whatever the mode
+    for mode in LOSS_AGGREGATIONS.names():
+        with pytest.raises(TypeError, match="max_len"):
+            aggregate_loss(PER_TOKEN, MASK, mode)
+        with pytest.raises(TypeError, match="max_len"):
+            LOSS_AGGREGATIONS.get(mode)(PER_TOKEN, MASK)
+    for bad in (None, 0, 2.5):
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            aggregate_loss(PER_TOKEN, MASK, "seq_mean_token_sum_norm", max_len=bad)
 
 
 def test_aggregate_grads_and_unknown_mode():
     x = PER_TOKEN.clone().requires_grad_(True)
-    aggregate_loss(x, MASK, "seq_mean_token_mean").backward()
+    aggregate_loss(x, MASK, "seq_mean_token_mean", max_len=8).backward()
     # row 0 tokens weight 1/3 / 2 = 1/6, row 1 tokens 1/2 / 2 = 1/4, masked 0
     torch.testing.assert_close(x.grad, torch.tensor([[1 / 6, 1 / 6, 1 / 6, 0], [0.25, 0.25, 0, 0]]))
     assert set(LOSS_AGGREGATIONS.names()) == {"token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"}
     with pytest.raises(UnknownNameError, match="did you mean 'token_mean'"):
-        aggregate_loss(PER_TOKEN, MASK, "token_men")
+        aggregate_loss(PER_TOKEN, MASK, "token_men", max_len=8)

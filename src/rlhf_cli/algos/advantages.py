@@ -2,7 +2,8 @@
 
 Group-based estimators take ``rewards[N]`` with ``N = num_prompts * G`` laid
 out GROUP-CONTIGUOUS (the G completions of prompt 0 first, then prompt 1, ...)
-and return ``[N]``.  ``ADVANTAGES`` maps a name to ``fn(rewards, group_size, **kw)``.
+and return ``[N]``.  ``ADVANTAGES`` maps a name to ``fn(rewards, group_size, **options)``; each entry is
+registered with ``options={kwarg: config field}`` naming the config fields it reads.
 All outputs are detached (advantages are constants for the policy loss).
 """
 from __future__ import annotations
@@ -24,7 +25,21 @@ def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return rewards.detach().float().view(-1, group_size)
 
 
-@ADVANTAGES.register("grpo")
+def _centered(g: torch.Tensor) -> torch.Tensor:
+    """``g - mean_group(g)`` in float64, EXACTLY 0 in groups whose rewards are all equal.
+
+    float32 rounding of the group mean gives e.g. ``0.7 - mean(0.7 x 12) = -6e-8`` which the
+    std division (std ~ 0) turns into a spurious advantage of 1e-3 (0.13 for 123.456 x 12).  In
+    float64 the mean of k copies of a float32 value is exact; the explicit ``max == min`` mask makes
+    the zero independent of the summation order as well.
+    """
+    g = g.double()
+    centered = g - g.mean(dim=1, keepdim=True)
+    flat = g.amax(dim=1, keepdim=True) == g.amin(dim=1, keepdim=True)
+    return centered.masked_fill(flat, 0.0)
+
+
+@ADVANTAGES.register("grpo", options={"scale_rewards": "scale_rewards", "eps": "adv_eps"})
 def grpo(rewards: torch.Tensor, group_size: int, scale_rewards: str = "group", eps: float = 1e-4) -> torch.Tensor:
     """Group-relative advantage, Shao et al. 2024 (DeepSeekMath) §4.1.2:
     ``A_i = (r_i - mean_group(r)) / (std(r) + eps)``.
@@ -36,23 +51,24 @@ def grpo(rewards: torch.Tensor, group_size: int, scale_rewards: str = "group", e
         R1-Zero-Like Training", §3.1).
 
     The std is the UNBIASED sample std (Bessel, ``torch.std`` default), as in
-    TRL; hence ``group_size >= 2`` is required.  A group of all-equal rewards
-    gets advantage exactly 0.  Returns float32 ``[N]``.
+    TRL; hence ``group_size >= 2`` is required.  Computed in float64; a group of
+    all-equal rewards gets advantage EXACTLY 0 under every scaling (see
+    ``_centered``).  Returns float32 ``[N]``.
     """
     if group_size < 2:
         raise ValueError("GRPO needs group_size >= 2")
-    g = _groups(rewards, group_size)
-    centered = g - g.mean(dim=1, keepdim=True)
+    if scale_rewards not in ("group", "batch", "none"):
+        raise ValueError(f"unknown scale_rewards {scale_rewards!r} (choices: group, batch, none)")
+    g = _groups(rewards, group_size).double()
+    centered = _centered(g)
     if scale_rewards == "group":
         centered = centered / (g.std(dim=1, keepdim=True) + eps)
     elif scale_rewards == "batch":
         centered = centered / (g.std() + eps)
-    elif scale_rewards != "none":
-        raise ValueError(f"unknown scale_rewards {scale_rewards!r} (choices: group, batch, none)")
-    return centered.reshape(-1)
+    return centered.reshape(-1).float()
 
 
-@ADVANTAGES.register("dr_grpo")
+@ADVANTAGES.register("dr_grpo", options={"eps": "adv_eps"})
 def dr_grpo(rewards: torch.Tensor, group_size: int, **kw) -> torch.Tensor:
     """Dr. GRPO (Liu et al. 2025): ``A_i = r_i - mean_group(r)``, i.e. ``grpo(scale_rewards='none')``."""
     return grpo(rewards, group_size, scale_rewards="none", **kw)
@@ -63,12 +79,12 @@ def rloo(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """REINFORCE Leave-One-Out, Ahmadian et al. 2024 ("Back to Basics", §3.2;
     Kool et al. 2019): ``A_i = r_i - 1/(G-1) sum_{j != i} r_j
     = G/(G-1) * (r_i - mean_group(r))``.  Requires ``group_size >= 2``.
+    Computed in float64 from the second form; all-equal groups give exactly 0.
     """
     if group_size < 2:
         raise ValueError("RLOO needs group_size >= 2")
     g = _groups(rewards, group_size)
-    loo_mean = (g.sum(dim=1, keepdim=True) - g) / (group_size - 1)
-    return (g - loo_mean).reshape(-1)
+    return (_centered(g) * (group_size / (group_size - 1))).reshape(-1).float()
 
 
 def group_has_signal(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -93,28 +109,50 @@ def gae(
     """Generalised Advantage Estimation, Schulman et al. 2016, eq. 16:
     ``delta_t = r_t + gamma V_{t+1} - V_t``,
     ``A_t = sum_l (gamma lam)^l delta_{t+l}``, computed by the backward recursion
-    ``A_t = delta_t + gamma lam A_{t+1}``; returns ``R_t = A_t + V_t``.
+    ``A_t = delta_t + gamma lam A_{t+1}``; returns ``R_t = A_t + V_t`` (the critic's
+    regression target, PPO2 / Huang et al. 2024 "N+ implementation details").
+
+    Masking: a position with ``mask == 0`` is NOT a time step.  It gets advantage and
+    return 0, its reward and value are ignored (NaN there does not leak), and the
+    recursion passes through it unchanged: ``V_{t+1}`` and ``A_{t+1}`` of the valid
+    token before it are those of the next VALID token (as verl's GAE skips
+    observation tokens).  Hence:
+
+    * right padding (``1 1 1 0 0``): after the last valid token the episode ends,
+      ``V_{T} = 0`` (no bootstrap; a response cut at the length budget is treated as
+      terminal, the N+ details convention, with its score possibly replaced by the
+      missing-EOS penalty);
+    * a hole inside a row (``1 1 0 0 1``, e.g. tokens excluded from training): the
+      tokens on both sides are consecutive steps, nothing is discounted for the hole;
+    * a whole row masked (an overlong response dropped from the loss): all zeros.
 
     Args:
-        rewards, values: ``[B, T]`` per token (usually the sequence reward on the
-            last token plus per-token KL penalties).
-        mask: ``[B, T]`` RIGHT-padded (1...1 0...0).  The value after the last
-            valid token is 0 (episode terminates); padded positions get 0.
+        rewards, values: ``[B, T]`` per token (for PPO: ``shaped_rewards``, i.e. the
+            per-token KL penalty plus the sequence score on the last valid token;
+            values from the critic, detached here).
+        mask: ``[B, T]`` bool or 0/1 float, 1 on response tokens that are steps.
+        gamma: discount (1.0 for RLHF); lam: GAE lambda (0.95 in the N+ details).
     Returns:
-        ``(advantages[B, T], returns[B, T])`` float32, detached.
+        ``(advantages[B, T], returns[B, T])`` float32, detached, 0 where masked.
     """
-    m = mask.to(device=rewards.device, dtype=torch.float32)
-    r = rewards.float() * m
-    v = values.detach().float() * m
+    if rewards.shape != values.shape or rewards.shape != mask.shape or rewards.dim() != 2:
+        raise ValueError(f"gae expects rewards, values, mask of one [B, T] shape, got "
+                         f"{tuple(rewards.shape)}, {tuple(values.shape)}, {tuple(mask.shape)}")
+    valid = mask.to(rewards.device) != 0
+    zero = torch.zeros((), dtype=torch.float32, device=rewards.device)
+    r = torch.where(valid, rewards.detach().float(), zero)
+    v = torch.where(valid, values.detach().float().to(rewards.device), zero)
     B, T = r.shape
     adv = torch.zeros_like(r)
     last = torch.zeros(B, dtype=torch.float32, device=r.device)
     next_value = torch.zeros(B, dtype=torch.float32, device=r.device)
     for t in reversed(range(T)):
-        # next_value / last are already 0 beyond the end of each sequence
+        m = valid[:, t]
         delta = r[:, t] + gamma * next_value - v[:, t]
-        last = (delta + gamma * lam * last) * m[:, t]
-        adv[:, t] = last
-        next_value = v[:, t]
-    returns = (adv + v) * m
+        a = delta + gamma * lam * last
+        adv[:, t] = torch.where(m, a, zero)
+        # a masked position hands the next valid step's value and advantage through unchanged
+        next_value = torch.where(m, v[:, t], next_value)
+        last = torch.where(m, a, last)
+    returns = torch.where(valid, adv + v, zero)
     return adv, returns

@@ -84,12 +84,15 @@ def clipped_surrogate(
 # ``normalizer`` always replaces the denominator of the OUTER mean: the total
 # token count for token_mean, the number of sequences for the seq_* modes.  Pass
 # the global count (over grad-accumulation steps and ranks) for exact averaging.
+# ``max_len`` (the generation budget, max_new_tokens) is a REQUIRED keyword of every
+# mode: the caller picks the mode by name at run time, and Dr. GRPO's constant must
+# never silently become the padded width of the micro-batch (issue 8).
 
 Number = Union[float, int, torch.Tensor]
 
 
 @LOSS_AGGREGATIONS.register("token_mean")
-def _token_mean(per_token, mask, max_len=None, normalizer=None):
+def _token_mean(per_token, mask, *, max_len, normalizer=None):
     """DAPO token-level policy-gradient loss (Yu et al. 2025, §3.3): sum over all tokens / #tokens."""
     if normalizer is None:
         normalizer = torch.broadcast_to(mask, per_token.shape).float().sum().clamp(min=1.0)
@@ -97,7 +100,7 @@ def _token_mean(per_token, mask, max_len=None, normalizer=None):
 
 
 @LOSS_AGGREGATIONS.register("seq_mean_token_mean")
-def _seq_mean_token_mean(per_token, mask, max_len=None, normalizer=None):
+def _seq_mean_token_mean(per_token, mask, *, max_len, normalizer=None):
     """Original GRPO (Shao et al. 2024, eq. 3): 1/G sum_i 1/|o_i| sum_t."""
     m = torch.broadcast_to(mask, per_token.shape)
     per_seq = masked_sum(per_token, m, dim=-1) / m.float().sum(-1).clamp(min=1.0)
@@ -107,11 +110,16 @@ def _seq_mean_token_mean(per_token, mask, max_len=None, normalizer=None):
 
 
 @LOSS_AGGREGATIONS.register("seq_mean_token_sum_norm")
-def _seq_mean_token_sum_norm(per_token, mask, max_len=None, normalizer=None):
-    """Dr. GRPO (Liu et al. 2025, §3.1): sum over tokens / max_len (a constant,
-    default ``T = per_token.shape[-1]``; pass the generation budget), then mean over sequences."""
-    L = per_token.shape[-1] if max_len is None else max_len
-    per_seq = masked_sum(per_token, mask, dim=-1) / L
+def _seq_mean_token_sum_norm(per_token, mask, *, max_len, normalizer=None):
+    """Dr. GRPO (Liu et al. 2025, §3.1): sum over tokens / max_len, then mean over sequences.
+
+    ``max_len`` is the generation budget (``max_new_tokens``), the SAME constant for every
+    micro-batch whatever its padded width; a width-dependent denominator would re-weight
+    sequences by the length of their batch-mates, the bias Dr. GRPO removes."""
+    if max_len is None or int(max_len) != max_len or max_len < 1:
+        raise ValueError(f"seq_mean_token_sum_norm needs max_len = the generation budget "
+                         f"(max_new_tokens, an int >= 1), got {max_len!r}")
+    per_seq = masked_sum(per_token, mask, dim=-1) / float(max_len)
     if normalizer is None:
         return per_seq.mean()
     return per_seq.sum() / normalizer
@@ -121,13 +129,17 @@ def aggregate_loss(
     per_token: torch.Tensor,
     mask: torch.Tensor,
     mode: str = "token_mean",
-    max_len: Optional[int] = None,
+    *,
+    max_len: int,
     normalizer: Optional[Number] = None,
 ) -> torch.Tensor:
     """Reduce a ``[B, T]`` per-token loss to a scalar.
 
     Modes: ``token_mean`` (DAPO), ``seq_mean_token_mean`` (GRPO),
-    ``seq_mean_token_sum_norm`` (Dr. GRPO).  ``normalizer`` replaces the outer
-    denominator (#tokens for token_mean, #sequences otherwise).
+    ``seq_mean_token_sum_norm`` (Dr. GRPO).  ``max_len`` (required keyword) is the
+    generation budget ``max_new_tokens``: the constant denominator of
+    ``seq_mean_token_sum_norm`` (ignored by the other modes, required anyway so that
+    switching the mode by name can never drop it).  ``normalizer`` replaces the
+    outer denominator (#tokens for token_mean, #sequences otherwise).
     """
     return LOSS_AGGREGATIONS.get(mode)(per_token, mask, max_len=max_len, normalizer=normalizer)

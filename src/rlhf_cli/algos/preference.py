@@ -1,9 +1,14 @@
 """Offline preference-optimisation losses (DPO family, KTO).
 
-Paired losses share one signature and live in the ``DPO_LOSSES`` registry::
+Every loss of the family is a ``DPO_LOSSES`` entry, registered with metadata the dpo stage reads:
+``options`` (the ``dpo.*`` config fields passed as keyword arguments), ``reference`` (needs reference
+log-probs), ``length_averaged`` (takes per-token averages instead of sums) and ``data`` (``pairs`` or
+``unpaired``). Paired losses share one signature::
 
     fn(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-       ref_rejected_logps, *, beta, **kw) -> (losses[B], chosen_rewards[B], rejected_rewards[B])
+       ref_rejected_logps, *, beta, **options) -> (losses[B], chosen_rewards[B], rejected_rewards[B])
+
+Unpaired losses (KTO) take ``(policy_logps, ref_logps, desirable, kl_ref_point, *, beta, **options)``.
 
 All log-prob arguments are ``[B]`` sequence log-probabilities (sum over the
 response tokens unless the loss' docstring says otherwise).  The implicit
@@ -27,7 +32,7 @@ def _implicit_rewards(beta: float, pc, pr, rc, rr) -> Tuple[torch.Tensor, torch.
     return (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach()
 
 
-@DPO_LOSSES.register("dpo")
+@DPO_LOSSES.register("dpo", options=("label_smoothing",))
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -59,7 +64,7 @@ def dpo_loss(
     return losses, cr, rr
 
 
-@DPO_LOSSES.register("cdpo")
+@DPO_LOSSES.register("cdpo", options=("label_smoothing",))
 def cdpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -79,7 +84,7 @@ def cdpo_loss(
                     ref_rejected_logps, beta=beta, label_smoothing=label_smoothing)
 
 
-@DPO_LOSSES.register("ipo")
+@DPO_LOSSES.register("ipo", options=("tau",), length_averaged=True)
 def ipo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -107,7 +112,7 @@ def ipo_loss(
     return losses, cr, rr
 
 
-@DPO_LOSSES.register("simpo")
+@DPO_LOSSES.register("simpo", options=("gamma", "label_smoothing"), reference=False, length_averaged=True)
 def simpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -153,6 +158,7 @@ def kto_kl_reference_point(
     return z0.clamp(min=0) if clamp else z0
 
 
+@DPO_LOSSES.register("kto", options=("desirable_weight", "undesirable_weight"), data="unpaired")
 def kto_loss(
     policy_logps: torch.Tensor,
     ref_logps: torch.Tensor,
@@ -185,3 +191,10 @@ def kto_loss(
     v_u = undesirable_weight * torch.sigmoid(beta * (z0 - r))
     losses = torch.where(desirable, desirable_weight - v_d, undesirable_weight - v_u)
     return losses, (beta * r).detach()
+
+
+def loss_spec(name: str) -> dict:
+    """A DPO-family entry's metadata with defaults filled in (see the module docstring)."""
+    meta = {"options": (), "reference": True, "length_averaged": False, "data": "pairs"}
+    meta.update(DPO_LOSSES.meta(name))
+    return meta

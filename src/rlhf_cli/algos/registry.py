@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Iterator, List, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -32,15 +32,29 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._items: Dict[str, Callable] = {}
+        self._meta: Dict[str, Dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[F], F]:
+    def register(self, name: str, **meta: Any) -> Callable[[F], F]:
+        """Decorator adding ``fn`` under ``name``. ``meta`` describes the entry to its caller (e.g. which
+        config fields it reads, whether it needs a reference model); read it back with :meth:`meta`."""
         def deco(fn: F) -> F:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._items[name] = fn
+            self._meta[name] = dict(meta)
             return fn
 
         return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests that register a toy entry clean up with this)."""
+        self._items.pop(name, None)
+        self._meta.pop(name, None)
+
+    def meta(self, name: str) -> Dict[str, Any]:
+        """The keyword metadata ``name`` was registered with (raises like :meth:`get` if unknown)."""
+        self.get(name)
+        return self._meta[name]
 
     def get(self, name: str) -> Callable:
         try:

@@ -1,10 +1,12 @@
 """Reward-model losses: pairwise (Bradley-Terry), listwise rankings, process RMs.
 
-``RM_LOSSES`` holds two call signatures:
+Every ``RM_LOSSES`` entry takes a grid of candidate scores::
 
-* pairwise: ``bradley_terry(r_chosen[B], r_rejected[B], margin=None, centering_coef=0.0) -> losses[B]``
-* ranking (names in ``RANKING_LOSSES``):
-  ``fn(scores[B,K], ranks[B,K], valid[B,K]) -> losses[B]``
+    fn(scores[B,K], ranks[B,K], valid[B,K], **options) -> losses[B]
+
+and is registered with ``options``: the extra keyword arguments it accepts, from ``margin`` (the
+batch's per-pair margins) and ``centering_coef`` (config). ``bradley_terry`` (pairs) is the two-score
+form used by the grid entry of the same name.
 
 Rankings: ``ranks`` are ints, 0 = best, equal values = tie; ``valid`` masks
 padding candidates (rows may have different numbers of candidates).
@@ -19,10 +21,10 @@ import torch.nn.functional as F
 from .registry import Registry
 
 RM_LOSSES = Registry("reward model loss")
+# Entries that need K-wise rankings (not only pairs) to be meaningful.
 RANKING_LOSSES = frozenset({"plackett_luce", "pairwise_from_ranking"})
 
 
-@RM_LOSSES.register("bradley_terry")
 def bradley_terry(
     r_chosen: torch.Tensor,
     r_rejected: torch.Tensor,
@@ -42,6 +44,19 @@ def bradley_terry(
     if centering_coef:
         losses = losses + centering_coef * (r_chosen + r_rejected) ** 2
     return losses
+
+
+@RM_LOSSES.register("bradley_terry", options=("margin", "centering_coef"))
+def bradley_terry_grid(scores: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor,
+                       margin: Optional[Union[torch.Tensor, float]] = None,
+                       centering_coef: float = 0.0) -> torch.Tensor:
+    """Bradley-Terry on a grid: for a batch of strict pairs (K=2, candidate 0 preferred) ``bradley_terry``
+    of the two scores with margin and centering; a K-wise ranking uses all its strictly ordered pairs
+    (``pairwise_from_ranking``, the InstructGPT loss), where margins and centering do not apply."""
+    pairs = scores.shape[1] == 2 and bool(valid.all()) and bool((ranks[:, 0] < ranks[:, 1]).all())
+    if pairs:
+        return bradley_terry(scores[:, 0], scores[:, 1], margin, centering_coef)
+    return pairwise_from_ranking(scores, ranks, valid)
 
 
 def _check_ranking(scores, ranks, valid):

@@ -1,19 +1,21 @@
 """`rlhf bench [NAME ...] [key=value ...]`: throughput benchmarks (never timed tests).
 
-Each benchmark is ``run(peak_gflops, opts) -> dict``; figures are printed as JSON lines and reported
-as fractions of this machine's measured matmul peak.
+Each benchmark is a ``BENCHES`` entry ``run(peak_gflops, opts) -> dict``; figures are printed as JSON
+lines and reported as fractions of this machine's measured matmul peak.
 """
-import importlib
+from rlhf_cli.algos.lazy import lazy_entry
+from rlhf_cli.algos.registry import Registry
 
-BENCHES = {
-    # name: "module:function"
-    "sft": "rlhf_cli.bench.sft:run",
-    "grpo": "rlhf_cli.bench.grpo:run",
-    "rm": "rlhf_cli.bench.rm:run",
-    "dpo": "rlhf_cli.bench.dpo:run",
-}
+BENCHES = Registry("benchmark")
+for _name in ("sft", "grpo", "rm", "dpo"):
+    BENCHES.register(_name)(lazy_entry(f"rlhf_cli.bench.{_name}:run"))
 
 
 def get_bench(name: str):
-    module, _, fn = BENCHES[name].partition(":")
-    return getattr(importlib.import_module(module), fn)
+    from rlhf_cli.algos.registry import UnknownNameError
+    from rlhf_cli.errors import ConfigError
+
+    try:
+        return BENCHES.get(name)
+    except UnknownNameError as e:
+        raise ConfigError(str(e)) from None

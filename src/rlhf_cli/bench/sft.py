@@ -12,9 +12,9 @@ N_PARAMS_135M = 134_515_008
 
 def run_training_bench(stage: str, overrides, steps: int):
     """Run ``steps`` real optimizer steps in-process; return the metrics rows after the first (warm-up)."""
-    from rlhf_cli.cli.run_dir import prepare_output_dir
-    from rlhf_cli.cli.train import prepare_model
     from rlhf_cli.config.compose import compose, to_yaml
+    from rlhf_cli.models.embedded import prepare_model
+    from rlhf_cli.stages.run_dir import prepare_output_dir
     from rlhf_cli.worker import run_worker
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,11 +52,14 @@ def stages():
 def config(ctx: typer.Context, stage: str, debug: bool = typer.Option(False, "--debug")):
     """Print the fully resolved config of a stage as YAML."""
     from rlhf_cli.cli.args import split_args
+    from rlhf_cli.config.choices import annotate_choices
     from rlhf_cli.config.compose import compose, to_yaml
+    from rlhf_cli.config.derive import annotate_derived
 
     try:
         recipe, overrides = split_args(ctx.args)
-        typer.echo(to_yaml(compose(stage, recipe, overrides)), nl=False)
+        cfg = compose(stage, recipe, overrides)
+        typer.echo(annotate_derived(annotate_choices(to_yaml(cfg)), cfg), nl=False)
     except RlhfError as e:
         fail(e, debug)
 
@@ -90,7 +93,7 @@ def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accura
     import json
 
     from rlhf_cli.evals import get_eval
-    from rlhf_cli.worker import quiet_libraries
+    from rlhf_cli.quiet import quiet_libraries
 
     quiet_libraries(debug)
     try:

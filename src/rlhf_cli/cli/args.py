@@ -1,8 +1,9 @@
 """Split `key=value` command-line words into the recipe (conf=...) and Hydra overrides."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+from rlhf_cli.config.options import parse_kv  # noqa: F401  (re-exported for the commands)
 from rlhf_cli.errors import ConfigError
 
 
@@ -16,22 +17,3 @@ def split_args(words: Sequence[str]) -> Tuple[Optional[str], List[str]]:
         else:
             raise ConfigError(f"unexpected argument '{w}': use key=value overrides or conf=recipe.yaml")
     return recipe, overrides
-
-
-def parse_kv(words: Sequence[str], allowed: Dict[str, type], command: str) -> Dict[str, object]:
-    """Plain key=value options for non-training commands (generate, eval...), typed by ``allowed``."""
-    from rlhf_cli.config.compose import closest
-
-    out: Dict[str, object] = {}
-    for w in words:
-        key, sep, value = w.partition("=")
-        if not sep:
-            raise ConfigError(f"{command}: expected key=value, got '{w}'")
-        if key not in allowed:
-            raise ConfigError(f"{command}: unknown key '{key}'{closest(key, allowed)}; keys: {', '.join(allowed)}")
-        typ = allowed[key]
-        try:
-            out[key] = (value.lower() in ("1", "true", "yes")) if typ is bool else typ(value)
-        except ValueError:
-            raise ConfigError(f"{command}: {key}={value}: expected {typ.__name__}") from None
-    return out

@@ -4,24 +4,20 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from rlhf_cli.errors import ConfigError
-
 
 def run_bench(words: Sequence[str]) -> None:
     import torch
 
     from rlhf_cli.bench import BENCHES, get_bench
     from rlhf_cli.bench.peak import matmul_peak_gflops
-    from rlhf_cli.worker import quiet_libraries
+    from rlhf_cli.quiet import quiet_libraries
 
     quiet_libraries(False)
-    names = [w for w in words if "=" not in w] or list(BENCHES)
+    names = [w for w in words if "=" not in w] or BENCHES.names()
     opts = dict(w.split("=", 1) for w in words if "=" in w)
-    for n in names:
-        if n not in BENCHES:
-            raise ConfigError(f"unknown benchmark '{n}'; benchmarks: {', '.join(BENCHES)}")
+    benches = [get_bench(n) for n in names]  # unknown names fail before the long peak measurement
     peak = matmul_peak_gflops()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()} threads"
     print(json.dumps({"bench": "matmul_peak", "device": device, "gflops": round(peak, 1)}), flush=True)
-    for n in names:
-        print(json.dumps(get_bench(n)(peak, opts)), flush=True)
+    for fn in benches:
+        print(json.dumps(fn(peak, opts)), flush=True)

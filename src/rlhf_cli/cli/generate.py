@@ -5,28 +5,10 @@ from typing import List, Sequence
 
 from rlhf_cli.cli.args import parse_kv
 from rlhf_cli.errors import ConfigError
+from rlhf_cli.models.loading import load_for_generation
 
 OPTIONS = {"model": str, "prompt": str, "system": str, "max_new_tokens": int, "temperature": float,
            "top_p": float, "seed": int}
-
-
-def load_for_generation(model: str):
-    """'smollm2-135m' (embedded) or a model/run dir -> (model, tokenizer) in eval mode, fp32 on CPU."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rlhf_cli.models.embedded import ensure_embedded_model
-    from rlhf_cli.models.loading import resolve_model_dir
-    from rlhf_cli.worker import quiet_libraries
-
-    quiet_libraries(False)
-    path = ensure_embedded_model() if model == "smollm2-135m" else resolve_model_dir(model, key="model")
-    cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()
-    if cuda:
-        lm = lm.cuda()
-    return lm, AutoTokenizer.from_pretrained(str(path))
 
 
 def chat_reply(lm, tok, messages: List[dict], max_new_tokens: int = 128, temperature: float = 0.0,

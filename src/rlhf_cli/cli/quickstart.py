@@ -16,9 +16,10 @@ def run_quickstart(words: Sequence[str], nproc: int, debug: bool) -> int:
 
     from rich.console import Console
 
-    from rlhf_cli.cli.generate import chat_reply, load_for_generation
+    from rlhf_cli.cli.generate import chat_reply
     from rlhf_cli.cli.train import run_train
     from rlhf_cli.config.compose import compose
+    from rlhf_cli.models.loading import load_for_generation
 
     console = Console()
     overrides = DEFAULTS + list(words)

@@ -10,14 +10,6 @@ from rlhf_cli.cli.args import split_args
 from rlhf_cli.config.compose import compose, to_yaml
 
 
-def prepare_model(cfg) -> None:
-    """Convert the embedded model here, once, before N workers would race to do it."""
-    if not cfg.model.path and cfg.model.name in ("smollm2-135m", "tiny"):
-        from rlhf_cli.models.embedded import ensure_embedded_model
-
-        ensure_embedded_model(log=lambda m: typer.echo(m, err=True))
-
-
 def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[int], hostfile: Optional[str],
               debug: bool) -> int:
     from pathlib import Path
@@ -27,6 +19,10 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
     recipe, overrides = split_args(words)
     cfg = compose(stage, recipe, overrides)
     text = to_yaml(cfg)
+    from rlhf_cli.config.derive import derivations
+
+    for key, (value, why) in derivations(cfg).items():
+        typer.echo(f"derived {key}={value} ({why})", err=True)
     n = nproc or default_nproc()
     config_path = Path(cfg.output_dir) / "config.yaml"
     if dry_run:
@@ -36,8 +32,13 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
         else:
             typer.echo("# launch: " + shlex.join(launch_command(config_path, n, hostfile, 29500)))
         return 0
-    from rlhf_cli.cli.run_dir import prepare_output_dir
+    from rlhf_cli.models.embedded import prepare_model
+    from rlhf_cli.stages.run_dir import prepare_output_dir
 
-    prepare_model(cfg)
+    prepare_model(cfg, log=lambda m: typer.echo(m, err=True))
     config_path = prepare_output_dir(cfg, text)
+    if n == 1 and not hostfile:  # one local process: run the worker here, no launcher
+        from rlhf_cli.worker import run_worker
+
+        return run_worker(str(config_path), debug=debug)
     return launch(config_path, n, hostfile, debug)

@@ -26,7 +26,6 @@ def check_file(key: str, value) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    cfg.resume = str(cfg.resume).lower()
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if key == "data.format" and "ranks_field" in cfg.get("data", {}):
@@ -54,10 +53,15 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"data.eval_fraction={cfg.data.eval_fraction}: must be in [0, 1)")
         check_file("data.path", cfg.data.path)
         check_file("data.eval_path", cfg.data.get("eval_path"))
-    if cfg.model.path is not None:
-        from rlhf_cli.models.loading import resolve_model_dir
+    from rlhf_cli.models.loading import resolve_model_dir
 
-        resolve_model_dir(cfg.model.path, key="model.path")
+    for key in ("model.path", "ref.path"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            resolve_model_dir(value, key=key)
+    from rlhf_cli.config.choices import check_registry_fields
+
+    check_registry_fields(cfg)
     # Stage-specific checks: a schema class may define ``check(cfg)`` (e.g. GRPOConfig).
     from rlhf_cli.config.stages import STAGES
 

@@ -8,17 +8,17 @@ line naming the file / key (and the closest valid key for a typo).
 """
 from __future__ import annotations
 
-import difflib
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from rlhf_cli.config.stages import STAGES
 from rlhf_cli.errors import ConfigError
+from rlhf_cli.text import closest  # noqa: F401  (re-exported: config's one-line errors)
 
 GROUPS = ("model", "engine", "data")
 # Fields holding filesystem paths: made absolute at compose time so workers (maybe in another cwd)
@@ -37,11 +37,6 @@ def conf_dir() -> Path:
 
 def group_options(group: str) -> List[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
-
-
-def closest(word: str, options: Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 def _all_keys(cfg: Any, prefix: str = "") -> List[str]:
@@ -181,7 +176,9 @@ def compose(stage: str, recipe: Optional[str] = None, overrides: Sequence[str] =
     if cfg.output_dir is None:
         cfg.output_dir = f"runs/{stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     from rlhf_cli.config.checks import check_config
+    from rlhf_cli.config.derive import apply_derivations
 
+    apply_derivations(cfg)  # before the checks, so derived values are validated too
     check_config(cfg)
     _absolutize(cfg)
     return cfg

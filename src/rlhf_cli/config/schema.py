@@ -44,6 +44,17 @@ class ModelConfig:
 
 
 @dataclass
+class FrozenModelConfig:
+    """A model only run forward (reference, reward model, judge)."""
+
+    # Model dir (or run dir); null = the stage's default (the reference defaults to the starting policy).
+    path: Optional[str] = None
+    # Keep it in CPU memory whatever the training device (frees accelerator memory; slower). Under ZeRO-3
+    # without offload it is sharded across processes instead.
+    offload: bool = False
+
+
+@dataclass
 class EngineConfig:
     # DeepSpeed ZeRO stage: 0 (plain DDP), 1 (shard optimizer), 2 (+gradients), 3 (+parameters).
     zero_stage: int = 2

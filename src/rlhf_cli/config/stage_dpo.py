@@ -4,11 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rlhf_cli.config.schema import RunConfig
-from rlhf_cli.config.stage_rm import PreferenceDataConfig, check_preference_data, choose
+from rlhf_cli.config.schema import FrozenModelConfig, RunConfig
+from rlhf_cli.config.stage_rm import PreferenceDataConfig, check_preference_data
 from rlhf_cli.errors import ConfigError
-
-LOSSES = ("dpo", "cdpo", "ipo", "simpo", "kto")
 
 
 @dataclass
@@ -34,9 +32,8 @@ class DPOSection:
 
 
 @dataclass
-class RefSection:
-    # Reference model dir; null = a frozen copy of the starting policy (model.*).
-    path: Optional[str] = None
+class RefSection(FrozenModelConfig):
+    # (path: reference model dir; null = a frozen copy of the starting policy, model.*.)
     # Compute reference log-probs once over the dataset before training and keep them with the data, so
     # the reference model is freed before training starts. false = keep it live (ZeRO-3 sharded under
     # engine=zero3 with several processes) and run it on every batch.
@@ -55,7 +52,6 @@ class DPOConfig(RunConfig):
     def check(cfg) -> None:
         check_preference_data(cfg)
         d = cfg.dpo
-        choose("dpo.loss", d.loss, LOSSES)
         if cfg.data.format in ("ranking", "process"):
             raise ConfigError(f"data.format={cfg.data.format}: the dpo stage takes pairwise, hh or kto data")
         if d.beta <= 0 or d.tau <= 0:
@@ -69,7 +65,3 @@ class DPOConfig(RunConfig):
             raise ConfigError("dpo.desirable_weight and dpo.undesirable_weight must be > 0")
         if d.logprob_chunk_size < 1 or cfg.ref.batch_size < 1:
             raise ConfigError("dpo.logprob_chunk_size and ref.batch_size must be >= 1")
-        if cfg.ref.path:
-            from rlhf_cli.models.loading import resolve_model_dir
-
-            resolve_model_dir(cfg.ref.path, key="ref.path")

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from rlhf_cli.config.schema import RunConfig
+from rlhf_cli.config.schema import FrozenModelConfig, RunConfig
 from rlhf_cli.config.stages import DataConfig
 from rlhf_cli.errors import ConfigError
 
@@ -82,29 +82,32 @@ class RewardSection:
 class GRPOConfig(RunConfig):
     data: PromptDataConfig = field(default_factory=PromptDataConfig)
     grpo: GRPOSection = field(default_factory=GRPOSection)
+    # Reference model for the KL term (loaded only when grpo.kl_coef > 0).
+    ref: FrozenModelConfig = field(default_factory=FrozenModelConfig)
     reward: RewardSection = field(default_factory=RewardSection)
 
     @staticmethod
     def check(cfg) -> None:
-        """Value checks for GRPO (called from config.checks); also derives train.grad_accum."""
+        """Value checks for GRPO (called from config.checks)."""
         check_grpo(cfg)
+
+    @staticmethod
+    def derive(cfg):
+        # DeepSpeed divides each micro-batch loss by grad_accum and steps the optimizer at its boundary:
+        # one GRPO policy update is all of a step's micro-batches.
+        return {"train.grad_accum": (micro_batches_per_update(cfg), "grpo.prompts_per_step x "
+                                     "grpo.num_generations / train.micro_batch_size (one update per step)")}
 
 
 def micro_batches_per_update(cfg) -> int:
     """Micro-batches per optimizer update: this process's prompts x G rows / train.micro_batch_size."""
     rows = cfg.grpo.prompts_per_step * cfg.grpo.num_generations
-    return math.ceil(rows / cfg.train.micro_batch_size)
+    return max(1, math.ceil(rows / max(1, cfg.train.micro_batch_size)))  # bad values are reported by the checks
 
 
 def check_grpo(cfg) -> None:
-    from rlhf_cli.algos.advantages import ADVANTAGES
-    from rlhf_cli.algos.policy import KL_ESTIMATORS, LOSS_AGGREGATIONS
-
     g = cfg.grpo
-    choices = {"grpo.advantage": (g.advantage, ADVANTAGES.names()),
-               "grpo.loss_agg": (g.loss_agg, LOSS_AGGREGATIONS.names()),
-               "grpo.kl_estimator": (g.kl_estimator, KL_ESTIMATORS.names()),
-               "grpo.scale_rewards": (g.scale_rewards, ["group", "batch", "none"]),
+    choices = {"grpo.scale_rewards": (g.scale_rewards, ["group", "batch", "none"]),
                "grpo.overlong": (g.overlong, ["none", "mask", "penalty"])}
     for key, (value, options) in choices.items():
         if value not in options:
@@ -127,5 +130,3 @@ def check_grpo(cfg) -> None:
         build_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))
     except RewardError as e:
         raise ConfigError(f"reward.functions: {e}") from None
-    # DeepSpeed divides each micro-batch loss by grad_accum: it must equal the micro-batches per update.
-    cfg.train.grad_accum = micro_batches_per_update(cfg)

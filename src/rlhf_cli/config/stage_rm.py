@@ -57,11 +57,8 @@ class RMConfig(RunConfig):
 
     @staticmethod
     def check(cfg) -> None:
-        from rlhf_cli.algos.reward import RM_LOSSES
-
         check_preference_data(cfg)
         choose("rm.type", cfg.rm.type, ("outcome", "process"))
-        choose("rm.loss", cfg.rm.loss, RM_LOSSES.names())
         choose("rm.aggregate", cfg.rm.aggregate, ("min", "prod"))
         if cfg.rm.centering_coef < 0:
             raise ConfigError(f"rm.centering_coef={cfg.rm.centering_coef}: must be >= 0")
@@ -72,7 +69,7 @@ class RMConfig(RunConfig):
 def choose(key: str, value, options) -> None:
     options = list(options)
     if value not in options:
-        from rlhf_cli.config.compose import closest
+        from rlhf_cli.text import closest
 
         raise ConfigError(f"{key}={value}: must be one of {', '.join(options)}{closest(str(value), options)}")
 

@@ -35,7 +35,7 @@ def resolve_data_path(path: str, key: str = "data.path") -> Path:
         name = path[len("builtin:"):]
         resolved = builtin_dir() / name
         if not resolved.exists():
-            from rlhf_cli.config.compose import closest
+            from rlhf_cli.text import closest
 
             raise ConfigError(f"{key}={path}: no such example{closest(name, builtin_names())}; "
                               f"examples: {', '.join(builtin_names())}")

@@ -20,12 +20,14 @@ def resolve_backend(requested: str, cuda: bool) -> str:
     return "nccl" if cuda else "gloo"
 
 
-def build_ds_config(cfg, world_size: int, precision: str, cuda: bool) -> Dict[str, Any]:
+def build_ds_config(cfg, world_size: int, precision: str, cuda: bool, optim=None) -> Dict[str, Any]:
     """DeepSpeed config dict for a trainable model.
 
-    ``cfg`` is a stage config (engine/optim/train sections). The optimizer and scheduler are built by us
-    and handed to DeepSpeed as client objects, so none appear here.
+    ``cfg`` is a stage config (engine/optim/train sections); ``optim`` is this model's own optimizer
+    section (default ``cfg.optim``; e.g. PPO's critic has its own). The optimizer and scheduler are built
+    by us and handed to DeepSpeed as client objects, so none appear here.
     """
+    optim = cfg.optim if optim is None else optim
     eng, train = cfg.engine, cfg.train
     zero: Dict[str, Any] = {
         "stage": int(eng.zero_stage),
@@ -49,7 +51,7 @@ def build_ds_config(cfg, world_size: int, precision: str, cuda: bool) -> Dict[st
         "train_micro_batch_size_per_gpu": int(train.micro_batch_size),
         "gradient_accumulation_steps": int(train.grad_accum),
         "train_batch_size": int(train.micro_batch_size) * int(train.grad_accum) * int(world_size),
-        "gradient_clipping": float(cfg.optim.max_grad_norm),
+        "gradient_clipping": float(optim.max_grad_norm),
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16,

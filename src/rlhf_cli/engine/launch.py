@@ -1,4 +1,4 @@
-"""Launch the worker: in this process (--nproc 1, no hostfile) or through the `deepspeed` launcher."""
+"""Launch the workers through the `deepspeed` launcher (multi-process, multi-node); its log noise filtered."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,14 @@ from typing import List, Optional
 _NOISE = re.compile(r"^(\[\d{4}-\d\d-\d\d [\d:,]+\] \[(INFO|WARNING)\]|.*(Setting accelerator to CPU|"
                     r"deepspeed_shm_comm_op built successfully|Using /root/.cache/torch_extensions|"
                     r"Emitting ninja|Building extension|Loading extension|Time to load|ninja: no work))")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def default_nproc() -> int:
@@ -40,13 +48,8 @@ def launch_env(nproc: int, debug: bool) -> dict:
 
 
 def launch(config_path: Path, nproc: int, hostfile: Optional[str], debug: bool) -> int:
-    if nproc == 1 and not hostfile:
-        from rlhf_cli.worker import run_worker
-
-        return run_worker(str(config_path), debug=debug)
-    from rlhf_cli.engine.strategy import _free_port
-
-    cmd = launch_command(config_path, nproc, hostfile, _free_port())
+    """Run the workers through the `deepspeed` launcher (the CLI runs a lone local worker in-process)."""
+    cmd = launch_command(config_path, nproc, hostfile, free_port())
     proc = subprocess.Popen(cmd, env=launch_env(nproc, debug), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     try:

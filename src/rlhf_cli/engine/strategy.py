@@ -1,60 +1,36 @@
-"""The one object that owns DeepSpeed: distributed init, wrapping, backward/step, save/load, export.
+"""Process-level services and the run's models: the one place that owns DeepSpeed and torch.distributed.
 
-Stages talk to a ``Strategy`` and never import deepspeed (cf. OpenRLHF's DeepspeedStrategy).
+``Strategy`` (one per process) does distributed init, collectives, seeding, precision and device, and
+builds the run's models: a ``TrainEngine`` per trainable model (``prepare``, each with its own optimizer
+settings) and frozen inference-only models (``prepare_frozen``: reference, reward model, judge).
+Checkpoints, resume and export loop over the named train engines. Stages never import deepspeed or
+torch.distributed (a test enforces it); cf. OpenRLHF's DeepspeedStrategy.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import shutil
-import socket
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List
 
 import torch
 
+from rlhf_cli.engine.checkpoints import TRAINER_STATE, checkpoint_dir, list_checkpoints
 from rlhf_cli.engine.ds_config import (
     build_ds_config,
     build_frozen_ds_config,
     resolve_backend,
     resolve_precision,
 )
+from rlhf_cli.engine.launch import free_port
+from rlhf_cli.engine.train_engine import TrainEngine, lr_lambda, param_groups
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def lr_lambda(total_steps: int, warmup_steps: int, scheduler: str, min_lr_ratio: float):
-    """Multiplier of the peak LR after ``k`` optimizer steps: linear warmup, then cosine/linear/constant."""
-
-    def f(k: int) -> float:
-        if warmup_steps > 0 and k < warmup_steps:
-            return (k + 1) / warmup_steps
-        if scheduler == "constant":
-            return 1.0
-        progress = min(1.0, (k - warmup_steps) / max(1, total_steps - warmup_steps))
-        decay = 0.5 * (1 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1 - progress
-        return min_lr_ratio + (1 - min_lr_ratio) * decay
-
-    return f
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    """No weight decay on biases and norm weights (1-D tensors), as is standard for transformers."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+__all__ = ["Strategy", "TrainEngine", "lr_lambda", "param_groups", "free_port"]
 
 
 class Strategy:
@@ -63,13 +39,16 @@ class Strategy:
         self.cuda = torch.cuda.is_available()
         self.precision = resolve_precision(cfg.precision, self.cuda, self.cuda and torch.cuda.is_bf16_supported())
         self.dtype = DTYPES[self.precision]
-        self.engine = None
+        self.rank, self.world_size, self.local_rank = 0, 1, 0
+        self.device = torch.device("cpu")
+        # The run's trainable models by name, in creation order (checkpoints and export loop over them).
+        self.engines: Dict[str, TrainEngine] = {}
 
     # ---- processes ---------------------------------------------------------------------------------
     def setup_distributed(self) -> None:
         if "RANK" not in os.environ:  # in-process single worker (--nproc 1): a world of one
             os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         import deepspeed
 
         if not self.cuda:
@@ -83,17 +62,27 @@ class Strategy:
         if self.cuda:
             torch.cuda.set_device(self.local_rank)
             self.device = torch.device("cuda", self.local_rank)
-        else:
-            self.device = torch.device("cpu")
         import torch.distributed as dist
 
         if not dist.is_initialized():
             deepspeed.init_distributed(dist_backend=resolve_backend(self.cfg.engine.backend, self.cuda),
                                        verbose=False)
 
+    @staticmethod
+    def shutdown() -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def zero3_sharded(self) -> bool:
+        """Parameters are partitioned across processes (gather before a whole-model use)."""
+        return self.cfg.engine.zero_stage == 3 and self.world_size > 1
 
     def barrier(self) -> None:
         import torch.distributed as dist
@@ -111,11 +100,21 @@ class Strategy:
                                    "min": dist.ReduceOp.MIN}[op])
         return t.tolist()
 
-    def broadcast_object(self, obj: Any) -> Any:
+    def all_gather_object(self, obj: Any) -> List[Any]:
+        """Every process's ``obj`` (picklable), in rank order, on every process."""
+        if self.world_size == 1:
+            return [obj]
         import torch.distributed as dist
 
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any) -> Any:
         if self.world_size == 1:
             return obj
+        import torch.distributed as dist
+
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
@@ -127,8 +126,7 @@ class Strategy:
             torch.cuda.manual_seed_all(seed)
 
     # ---- models ------------------------------------------------------------------------------------
-    def _optimizer(self, model: torch.nn.Module):
-        o = self.cfg.optim
+    def _optimizer(self, model: torch.nn.Module, o):
         groups = param_groups(model, o.weight_decay)
         if self.cfg.engine.offload_optimizer:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -137,28 +135,38 @@ class Strategy:
         kwargs = {"fused": True} if self.cuda else {"foreach": True}
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **kwargs)
 
-    def prepare(self, model: torch.nn.Module, total_steps: int):
-        """Wrap a trainable model with optimizer + LR schedule; returns the DeepSpeed engine."""
+    def prepare(self, model: torch.nn.Module, total_steps: int, name: str = "policy", optim=None) -> TrainEngine:
+        """Wrap a trainable model with its own AdamW + LR schedule (``optim`` section; default
+        ``cfg.optim``) as the run's engine ``name``."""
         import deepspeed
 
-        o = self.cfg.optim
+        if name in self.engines:
+            raise ValueError(f"engine {name!r} is already prepared")
+        o = optim if optim is not None else self.cfg.optim
         warmup = o.warmup_steps or int(o.warmup_ratio * total_steps)
-        optimizer = self._optimizer(model)
+        optimizer = self._optimizer(model, o)
         sched = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(total_steps, warmup, o.scheduler, o.min_lr_ratio))
-        ds_config = build_ds_config(self.cfg, self.world_size, self.precision, self.cuda)
-        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=sched,
-                                               config=ds_config, dist_init_required=False)
+        ds_config = build_ds_config(self.cfg, self.world_size, self.precision, self.cuda, optim=o)
+        ds, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=sched,
+                                           config=ds_config, dist_init_required=False)
+        _load_checkpoints_without_pickle(ds)
+        engine = TrainEngine(name, ds, self.cfg.engine.zero_stage, self.is_main,
+                             loss_scale=float(self.world_size * self.cfg.train.grad_accum))
         if self.cfg.model.compile:
-            engine.compile()  # torch.compile of the wrapped module (inductor; CUDA graphs need static shapes)
-        self.engine = engine
+            engine.compile()
+        self.engines[name] = engine
         return engine
 
-    def prepare_frozen(self, model: torch.nn.Module) -> torch.nn.Module:
-        """A model only run forward (reference / reward): ZeRO-3-sharded when training is ZeRO-3."""
+    def prepare_frozen(self, model: torch.nn.Module, offload: bool = False) -> torch.nn.Module:
+        """A model only run forward (reference, reward model, judge): no gradients, no optimizer state.
+        ZeRO-3-sharded when training is ZeRO-3 on several processes; ``offload`` keeps it in CPU memory
+        (fp32 there) whatever the training device."""
         model.requires_grad_(False)
         model.eval()
-        if self.cfg.engine.zero_stage == 3 and self.world_size > 1:
+        if offload:
+            return OffloadedModel(model.to(device="cpu", dtype=torch.float32))
+        if self.zero3_sharded:
             import deepspeed
 
             engine, *_ = deepspeed.initialize(model=model, config=build_frozen_ds_config(self.cfg, self.precision),
@@ -170,7 +178,7 @@ class Strategy:
     @contextlib.contextmanager
     def gathered_params(self, module: torch.nn.Module):
         """Materialise ZeRO-3-sharded weights once (e.g. for a whole generation), a no-op otherwise."""
-        if self.cfg.engine.zero_stage == 3 and self.world_size > 1:
+        if self.zero3_sharded:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
@@ -178,74 +186,95 @@ class Strategy:
         else:
             yield
 
-    # ---- steps -------------------------------------------------------------------------------------
-    def backward(self, loss: torch.Tensor) -> None:
-        self.engine.backward(loss)
-
-    def step(self) -> None:
-        self.engine.step()
-
-    def grad_norm(self) -> Optional[float]:
-        norm = self.engine.get_global_grad_norm()
-        if norm is None:
-            return None
-        return float(norm.item() if torch.is_tensor(norm) else norm)
-
-    def lr(self) -> float:
-        return float(self.engine.get_lr()[0])
-
     # ---- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, root: Path, step: int, state: Dict[str, Any], keep: int) -> Path:
-        """Write checkpoints/step-N atomically: everything goes to a tmp dir that is renamed at the end."""
-        final = root / f"step-{step}"
-        tmp = root / f".step-{step}.tmp"
+        """Write checkpoints/step-N atomically: every engine under <name>/, RNG and trainer state go to a
+        tmp dir that is renamed at the end; older checkpoints beyond ``keep`` are removed after."""
+        final = checkpoint_dir(root, step)
+        tmp = Path(root) / f".step-{step}.tmp"
         if self.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.barrier()
-        self.engine.save_checkpoint(str(tmp), tag="ds", client_state={}, save_latest=False)
-        rng = {"python": random.getstate(), "torch": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state_all() if self.cuda else None}
-        torch.save(rng, tmp / f"rng-rank{self.rank}.pt")
+        for name, engine in self.engines.items():
+            engine.save(tmp / name)
+        self._save_rng(tmp)
         self.barrier()
         if self.is_main:
-            (tmp / "trainer_state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+            (tmp / TRAINER_STATE).write_text(json.dumps({**state, "step": step}, indent=2))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            for old in sorted(list_checkpoints(root))[:-keep]:
-                shutil.rmtree(root / f"step-{old}", ignore_errors=True)
+            for old in list_checkpoints(root)[:-keep]:
+                shutil.rmtree(checkpoint_dir(root, old), ignore_errors=True)
         self.barrier()
         return final
 
     def load_checkpoint(self, path: Path) -> Dict[str, Any]:
-        self.engine.load_checkpoint(str(path), tag="ds", load_optimizer_states=True,
-                                    load_lr_scheduler_states=True)
-        rng_file = path / f"rng-rank{self.rank}.pt"
-        if rng_file.exists():
-            rng = torch.load(rng_file, weights_only=False)
-            random.setstate(rng["python"])
-            torch.set_rng_state(rng["torch"])
-            if self.cuda and rng["cuda"] is not None:
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        return json.loads((path / "trainer_state.json").read_text())
+        """Restore every engine, this process's RNG, and return the trainer state."""
+        missing = [n for n in self.engines if not (path / n).is_dir()]
+        if missing:
+            from rlhf_cli.errors import RunDirError
 
-    def consolidated_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
-        """Full model weights on rank 0 (None elsewhere); collective under ZeRO-3."""
-        if self.cfg.engine.zero_stage == 3:
-            sd = self.engine._zero3_consolidated_16bit_state_dict()
-        else:
-            sd = self.engine.module.state_dict() if self.is_main else None
-        return sd if self.is_main else None
+            raise RunDirError(f"{path}: checkpoint has no state for model(s) {', '.join(missing)}; "
+                              "was it written by another stage? pass overwrite=true to start over")
+        for name, engine in self.engines.items():
+            engine.load(path / name)
+        self._load_rng(path)
+        return json.loads((path / TRAINER_STATE).read_text())
+
+    def _save_rng(self, directory: Path) -> None:
+        # Plain JSON + tensors only, so resume never unpickles anything from a run dir.
+        py = random.getstate()
+        (directory / f"rng-rank{self.rank}.json").write_text(json.dumps([py[0], list(py[1]), py[2]]))
+        tensors = {"torch": torch.get_rng_state()}
+        if self.cuda:
+            tensors.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        torch.save(tensors, directory / f"rng-rank{self.rank}.pt")
+
+    def _load_rng(self, directory: Path) -> None:
+        py_file, pt_file = directory / f"rng-rank{self.rank}.json", directory / f"rng-rank{self.rank}.pt"
+        if py_file.exists():
+            version, state, gauss = json.loads(py_file.read_text())
+            random.setstate((version, tuple(state), gauss))
+        if pt_file.exists():
+            tensors = torch.load(pt_file, weights_only=True)
+            torch.set_rng_state(tensors["torch"])
+            if self.cuda:
+                cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+                if cuda:
+                    torch.cuda.set_rng_state_all(cuda)
 
 
-def list_checkpoints(root: Path) -> List[int]:
-    if not root.is_dir():
-        return []
-    steps = []
-    for p in root.iterdir():
-        if p.is_dir() and p.name.startswith("step-") and (p / "trainer_state.json").exists():
-            try:
-                steps.append(int(p.name[5:]))
-            except ValueError:
-                pass
-    return sorted(steps)
+class OffloadedModel(torch.nn.Module):
+    """A frozen model kept in CPU memory: its inputs go to the CPU and its outputs come back to the
+    caller's device (trades the model's accelerator memory for transfer and CPU compute)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        tensors = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
+        device = tensors[0].device if tensors else torch.device("cpu")
+
+        def cpu(x):
+            return x.to("cpu") if torch.is_tensor(x) else x
+
+        out = self.model(*map(cpu, args), **{k: cpu(v) for k, v in kwargs.items()})
+        if torch.is_tensor(out):
+            return out.to(device)
+        for k in list(out.keys()):  # transformers ModelOutput
+            if torch.is_tensor(out[k]):
+                out[k] = out[k].to(device)
+        return out
+
+
+def _load_checkpoints_without_pickle(ds_engine) -> None:
+    """DeepSpeed's checkpoint engine loads its files with ``torch.load(weights_only=False)``, which would
+    execute any code pickled into a run dir. Route its loads through ``weights_only=True``: tensors,
+    containers and plain values load; anything else fails instead of running."""
+    from rlhf_cli.engine.safe_load import safe_torch_load
+
+    ce = getattr(ds_engine, "checkpoint_engine", None)
+    if ce is not None and hasattr(ce, "load"):
+        ce.load = lambda path, map_location=None, **_: safe_torch_load(path, map_location)

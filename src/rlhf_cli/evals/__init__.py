@@ -1,18 +1,23 @@
-"""`rlhf eval KIND key=value ...`: each kind is a module function ``run(words) -> dict`` printed as JSON."""
-import importlib
+"""`rlhf eval KIND key=value ...`: each kind is an ``EVALS`` entry ``run(words) -> dict`` printed as JSON.
 
-KINDS = {
-    # kind: ("module:function", one-line description)
-    "gsm8k": ("rlhf_cli.evals.gsm8k:run", "greedy exact-match accuracy on GSM8K-shaped {question, answer} data"),
-    "rm-accuracy": ("rlhf_cli.evals.rm_accuracy:run", "pairwise accuracy of a reward model on a preference file"),
-}
+Adding one is one registration (a decorated function, or a lazy "module:function" as below) with a
+one-line ``description``.
+"""
+from rlhf_cli.algos.lazy import lazy_entry
+from rlhf_cli.algos.registry import Registry
+
+EVALS = Registry("eval")
+EVALS.register("gsm8k", description="greedy exact-match accuracy on GSM8K-shaped {question, answer} data")(
+    lazy_entry("rlhf_cli.evals.gsm8k:run"))
+EVALS.register("rm-accuracy", description="pairwise accuracy of a reward model on a preference file")(
+    lazy_entry("rlhf_cli.evals.rm_accuracy:run"))
 
 
 def get_eval(kind: str):
-    from rlhf_cli.config.compose import closest
+    from rlhf_cli.algos.registry import UnknownNameError
     from rlhf_cli.errors import ConfigError
 
-    if kind not in KINDS:
-        raise ConfigError(f"unknown eval '{kind}'{closest(kind, KINDS)}; kinds: {', '.join(KINDS) or 'none'}")
-    module, _, fn = KINDS[kind][0].partition(":")
-    return getattr(importlib.import_module(module), fn)
+    try:
+        return EVALS.get(kind)
+    except UnknownNameError as e:
+        raise ConfigError(str(e)) from None

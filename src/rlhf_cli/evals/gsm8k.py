@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from rlhf_cli.cli.args import parse_kv
+from rlhf_cli.config.options import parse_kv
 
 OPTIONS = {"model": str, "data": str, "limit": int, "batch_size": int, "max_new_tokens": int,
            "prompt_field": str, "answer_field": str, "prompt_template": str, "system": str, "show": int}
@@ -18,13 +18,12 @@ DEFAULT_TEMPLATE = "{prompt}\nThink step by step, then give the final answer as 
 def run(words: Sequence[str]) -> dict:
     import torch
 
-    from rlhf_cli.cli.generate import load_for_generation
     from rlhf_cli.data.prompts import load_prompts, reward_fields
     from rlhf_cli.errors import ConfigError
-    from rlhf_cli.rollout.generate import generate
+    from rlhf_cli.models.loading import load_for_generation
+    from rlhf_cli.rollout.generate import eos_ids, generate
     from rlhf_cli.rollout.rewards import build_reward
     from rlhf_cli.rollout.sampling import SamplingParams
-    from rlhf_cli.stages.grpo import eos_ids
 
     o = {"model": "smollm2-135m", "limit": 0, "batch_size": 16, "max_new_tokens": 256, "prompt_field": "question",
          "answer_field": "answer", "prompt_template": DEFAULT_TEMPLATE, "system": "", "show": 0}

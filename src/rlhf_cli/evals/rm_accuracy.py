@@ -7,7 +7,7 @@ import statistics
 from types import SimpleNamespace
 from typing import List
 
-from rlhf_cli.cli.args import parse_kv
+from rlhf_cli.config.options import parse_kv
 from rlhf_cli.config.stage_rm import PreferenceDataConfig
 from rlhf_cli.errors import ConfigError
 

@@ -75,3 +75,9 @@ def ensure_embedded_model(log=print) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
     return target
+
+
+def prepare_model(cfg, log=None) -> None:
+    """Convert the embedded model once, in the launching process, before N workers would race to do it."""
+    if not cfg.model.path and cfg.model.name in ("smollm2-135m", "tiny"):
+        ensure_embedded_model(log=log or print)

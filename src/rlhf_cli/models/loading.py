@@ -86,3 +86,34 @@ def save_hf_model(model, state_dict: Optional[Dict[str, torch.Tensor]], tokenize
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+
+
+def load_for_generation(model: str):
+    """'smollm2-135m' (embedded) or a model/run dir -> (model, tokenizer) in eval mode, fp32 on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf_cli.models.embedded import ensure_embedded_model
+    from rlhf_cli.quiet import quiet_libraries
+
+    quiet_libraries(False)
+    path = ensure_embedded_model() if model == "smollm2-135m" else resolve_model_dir(model, key="model")
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()
+    if cuda:
+        lm = lm.cuda()
+    return lm, AutoTokenizer.from_pretrained(str(path))
+
+
+def load_reference(cfg, tokenizer):
+    """The frozen reference policy: ``ref.path`` when set, else a copy of the starting model (model.*)."""
+    import copy
+
+    mcfg = copy.deepcopy(cfg.model)
+    if cfg.ref.path:
+        mcfg.path = cfg.ref.path
+    mcfg.gradient_checkpointing = False
+    model = load_causal_lm(mcfg, tokenizer)
+    model.requires_grad_(False)
+    return model

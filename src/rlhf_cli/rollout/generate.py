@@ -47,7 +47,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import torch
 import torch.nn.functional as F
@@ -414,3 +414,11 @@ def generate(
         logprobs=torch.cat([_pad_cols(c.logprobs, L, 0.0, False) for c in chunks]),
         finished=torch.cat([c.finished for c in chunks]),
     )
+
+
+def eos_ids(tokenizer, model) -> List[int]:
+    """Token ids that end a response: the tokenizer's EOS plus the model's generation_config EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+    return sorted(i for i in ids if i is not None)

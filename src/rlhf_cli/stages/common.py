@@ -38,7 +38,7 @@ def fit(ctx: RunContext, model, tokenizer, task, rows: Sequence, eval_rows: Sequ
     start = state["step"] if state else 0
     summary = supervised.train(ctx, engine, task, rows, eval_rows, start, total, step_rows)
     summary.update(summary_extra or {})
-    final = export_final(ctx, engine.module, tokenizer, extra_files)
+    final = export_final(ctx, engine, tokenizer, extra_files)
     write_manifest(ctx, summary, {"data.path": ctx.cfg.data.path, "data.eval_path": ctx.cfg.data.eval_path})
     ctx.log(f"Done: {final}")
     return summary

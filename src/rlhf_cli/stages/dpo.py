@@ -11,23 +11,20 @@ averaged over all processes.
 """
 from __future__ import annotations
 
-import copy
 import json
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from rlhf_cli.algos.logprobs import token_logprobs
-from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, kto_loss
+from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, loss_spec
 from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.preference import PrefItem, collate_preferences
 from rlhf_cli.models.forward import lm_logits
-from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.stages.common import fit
 from rlhf_cli.stages.rm import load_preference_splits
 from rlhf_cli.stages.runtime import RunContext
-
-LENGTH_AVERAGED = ("ipo", "simpo")
 
 
 def sequence_logps(model, batch, chunk_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -37,15 +34,16 @@ def sequence_logps(model, batch, chunk_size: int) -> Tuple[torch.Tensor, torch.T
     return logps.sum(-1), (batch.labels != IGNORE).sum(-1).clamp(min=1)
 
 
-def loss_kwargs(d) -> dict:
-    ls = d.label_smoothing
-    return {"dpo": {"label_smoothing": ls or 0.0}, "cdpo": {"label_smoothing": 0.1 if ls is None else ls},
-            "ipo": {"tau": d.tau}, "simpo": {"gamma": d.gamma, "label_smoothing": ls or 0.0}}.get(d.loss, {})
+def loss_kwargs(d, spec: dict) -> dict:
+    """The ``dpo.*`` fields the chosen loss declares as its options (null = the loss's own default)."""
+    return {k: d[k] for k in spec["options"] if d[k] is not None}
 
 
 class DPOTask:
     def __init__(self, ctx: RunContext, pad_id: int, ref=None):
         self.d, self.s, self.pad_id, self.ref = ctx.cfg.dpo, ctx.strategy, pad_id, ref
+        self.spec = loss_spec(self.d.loss)
+        self.fn, self.kwargs = DPO_LOSSES.get(self.d.loss), loss_kwargs(self.d, self.spec)
 
     def collate(self, rows):
         return collate_preferences(rows, self.pad_id).to(self.s.device)
@@ -57,7 +55,7 @@ class DPOTask:
         return int(batch.attention_mask.sum()), batch.num_pad
 
     def reference(self, batch) -> Optional[torch.Tensor]:
-        if self.d.loss == "simpo":
+        if not self.spec["reference"]:
             return None
         if self.ref is None:
             return batch.ref_logps
@@ -68,28 +66,29 @@ class DPOTask:
         d = self.d
         pol, count = sequence_logps(model, batch, d.logprob_chunk_size)
         ref = self.reference(batch)
-        if d.loss == "kto":
-            return self.kto(pol, ref, batch)
-        if d.loss in LENGTH_AVERAGED:
+        if self.spec["data"] == "unpaired":
+            return self.unpaired(pol, ref, batch)
+        if self.spec["length_averaged"]:
             pol, ref = pol / count, (None if ref is None else ref / count)
         c, r = batch.index[:, 0], batch.index[:, 1]
-        losses, cr, rr = DPO_LOSSES.get(d.loss)(pol[c], pol[r], None if ref is None else ref[c],
-                                                None if ref is None else ref[r], beta=d.beta, **loss_kwargs(d))
+        losses, cr, rr = self.fn(pol[c], pol[r], None if ref is None else ref[c],
+                                 None if ref is None else ref[r], beta=d.beta, **self.kwargs)
         loss_sum = losses.sum()
         return loss_sum, {"loss": float(loss_sum.detach()), "rewards/chosen": float(cr.sum()),
                           "rewards/rejected": float(rr.sum()), "rewards/margin": float((cr - rr).sum()),
                           "accuracy": float((cr > rr).sum()), "logps/chosen": float(pol[c].detach().sum()),
                           "logps/rejected": float(pol[r].detach().sum())}
 
-    def kto(self, pol, ref, batch):
+    def unpaired(self, pol, ref, batch):
+        """KTO-style: each row is one completion labelled desirable or not, plus a mismatched row for the
+        KL reference point z0."""
         d = self.d
         m, k = batch.index[:, 0], batch.index[:, 1]
         z0 = kto_kl_reference_point(pol[k].detach(), ref[k], clamp=False)
         if torch.is_grad_enabled() and self.s.world_size > 1:  # training: every process joins; eval: local
             z0 = torch.tensor(self.s.all_reduce([float(z0)])[0] / self.s.world_size)
         z0 = z0.clamp(min=0)
-        losses, rewards = kto_loss(pol[m], ref[m], batch.label, z0, beta=d.beta,
-                                   desirable_weight=d.desirable_weight, undesirable_weight=d.undesirable_weight)
+        losses, rewards = self.fn(pol[m], ref[m], batch.label, z0, beta=d.beta, **self.kwargs)
         loss_sum = losses.sum()
         right = ((rewards > float(d.beta * z0)) == batch.label).sum()
         return loss_sum, {"loss": float(loss_sum.detach()), "kl": float(z0) * batch.num_items,
@@ -110,12 +109,7 @@ def precompute_reference(ctx: RunContext, ref, splits: List[List[PrefItem]], pad
             sums = sequence_logps(ref, batch, cfg.dpo.logprob_chunk_size)[0].float().cpu()
             for j, i in enumerate(chunk):
                 out[i] = [float(sums[batch.index[j, c]]) for c in range(len(items[i].seqs))]
-        if s.world_size > 1:
-            import torch.distributed as dist
-
-            shares = [None] * s.world_size
-            dist.all_gather_object(shares, out)
-            out = {i: v for share in shares for i, v in share.items()}
+        out = {i: v for share in s.all_gather_object(out) for i, v in share.items()}
         for i, v in out.items():
             items[i].ref_logps = v
 
@@ -142,7 +136,7 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) ->
                     it.ref_logps = v
             ctx.log(f"Reference log-probs loaded from {cache}")
             return
-    ref = load_reference(ctx, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
+    ref = load_reference(ctx.cfg, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
     precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
     del ref
     if ctx.strategy.is_main:
@@ -150,27 +144,17 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) ->
     ctx.log(f"Reference log-probs precomputed for {sum(len(x) for x in splits)} examples")
 
 
-def load_reference(ctx: RunContext, tokenizer):
-    mcfg = copy.deepcopy(ctx.cfg.model)
-    if ctx.cfg.ref.path:
-        mcfg.path = ctx.cfg.ref.path
-    mcfg.gradient_checkpointing = False
-    model = load_causal_lm(mcfg, tokenizer)
-    model.requires_grad_(False)
-    return model
-
-
 def run(ctx: RunContext) -> dict:
     cfg, s = ctx.cfg, ctx.strategy
     tokenizer = load_tokenizer(cfg.model)
-    kind = "kto" if cfg.dpo.loss == "kto" else "pairs"
-    train, evals, st = load_preference_splits(ctx, tokenizer, kind)
+    spec = loss_spec(cfg.dpo.loss)
+    train, evals, st = load_preference_splits(ctx, tokenizer, "kto" if spec["data"] == "unpaired" else "pairs")
     ref = None
-    if cfg.dpo.loss != "simpo":  # SimPO is reference-free
+    if spec["reference"]:  # e.g. SimPO is reference-free
         if cfg.ref.precompute:
             reference_logps(ctx, tokenizer, [train, evals])
         else:
-            ref = s.prepare_frozen(load_reference(ctx, tokenizer))
+            ref = s.prepare_frozen(load_reference(ctx.cfg, tokenizer), offload=cfg.ref.offload)
     model = load_causal_lm(cfg.model, tokenizer)
     task = DPOTask(ctx, tokenizer.pad_token_id, ref)
     return fit(ctx, model, tokenizer, task, train, evals,

@@ -18,11 +18,12 @@ import torch
 from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
 from rlhf_cli.data.packing import epoch_order, micro_batches
 from rlhf_cli.data.prompts import PromptExample, load_prompt_data, reward_fields
-from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, policy_loss
-from rlhf_cli.rollout.generate import generate
+from rlhf_cli.rollout.generate import eos_ids, generate
 from rlhf_cli.rollout.sampling import SamplingParams
-from rlhf_cli.stages.runtime import Interrupted, Progress, RunContext, export_final, write_manifest
+from rlhf_cli.stages.loop import run_steps
+from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
 
 
 class PromptStream:
@@ -41,13 +42,6 @@ class PromptStream:
             out.append(self._order[k])
             self.cursor += 1
         return out
-
-
-def eos_ids(tokenizer, model) -> List[int]:
-    ids = {tokenizer.eos_token_id}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-    return sorted(i for i in ids if i is not None)
 
 
 def overlong_penalty(length: int, finished: bool, g) -> float:
@@ -161,13 +155,12 @@ def update(ctx: RunContext, engine, ref, exp) -> Dict[str, float]:
     local = [float(exp.response_mask.sum()), float(len(exp))]
     tokens, seqs = s.all_reduce(local)
     normalizer = max(tokens, 1.0) if g.loss_agg == "token_mean" else max(seqs, 1.0)
-    scale = s.world_size * cfg.train.grad_accum  # undoes DeepSpeed's 1/GAS and the DP gradient average
     sums: Dict[str, float] = {}
     for it in range(g.num_iterations):
         for rows in micro_batches(len(exp), mbs):
             loss, st = policy_loss(engine, exp.select(rows), g, normalizer, with_entropy=it == 0)
-            s.backward(loss * scale)
-            s.step()
+            engine.backward(loss * engine.loss_scale)
+            engine.step()
             for k, v in st.items():
                 sums[k] = sums.get(k, 0.0) + v
     keys = sorted(sums)
@@ -184,12 +177,8 @@ def update(ctx: RunContext, engine, ref, exp) -> Dict[str, float]:
 
 def advantages_for(groups: List[List[Sample]], g) -> torch.Tensor:
     rewards = torch.tensor([x.reward for gr in groups for x in gr], dtype=torch.float32)
-    fn = ADVANTAGES.get(g.advantage)
-    if g.advantage == "grpo":
-        return fn(rewards, g.num_generations, scale_rewards=g.scale_rewards, eps=g.adv_eps)
-    if g.advantage == "dr_grpo":
-        return fn(rewards, g.num_generations, eps=g.adv_eps)
-    return fn(rewards, g.num_generations)
+    options = {arg: g[key] for arg, key in ADVANTAGES.meta(g.advantage).get("options", {}).items()}
+    return ADVANTAGES.get(g.advantage)(rewards, g.num_generations, **options)
 
 
 def run(ctx: RunContext) -> dict:
@@ -212,7 +201,7 @@ def run(ctx: RunContext) -> dict:
     model = load_causal_lm(cfg.model, tokenizer)
     ref = None
     if g.kl_coef > 0:
-        ref = s.prepare_frozen(load_causal_lm(cfg.model, tokenizer))
+        ref = s.prepare_frozen(load_reference(cfg, tokenizer), offload=cfg.ref.offload)
         ctx.log(f"Reference model loaded (kl_coef={g.kl_coef}, {g.kl_estimator})")
     else:
         ctx.log("kl_coef=0: no reference model loaded")
@@ -221,45 +210,32 @@ def run(ctx: RunContext) -> dict:
     start, cursor = (state["step"], state["prompt_cursor"]) if state else (0, 0)
     stream = PromptStream(len(prompts), cfg.seed, d.shuffle, cursor)
     roller = Roller(ctx, engine, tokenizer, reward, prompts)
-    progress = Progress(s.is_main and cfg.log.progress, total, start, "grpo")
-    summary: Dict[str, float] = {}
-    t_start = time.time()
+
+    def one_step(step: int) -> Dict[str, float]:
+        t0 = time.time()
+        roller.gen_time = roller.score_time = 0.0
+        roller.gen_tokens = 0
+        groups, first, rounds = rollout_step(ctx, roller, stream, step)
+        metrics = reward_metrics(ctx, first)
+        adv = advantages_for(groups, g)
+        exp = build_experience([x for gr in groups for x in gr], adv, tokenizer.pad_token_id,
+                               g.overlong == "mask", s.device)
+        t1 = time.time()
+        metrics.update(update(ctx, engine, ref, exp))
+        gen_t, score_t = s.all_reduce([roller.gen_time, roller.score_time], "max")
+        gen_tok = s.all_reduce([roller.gen_tokens])[0]
+        metrics.update({"lr": engine.lr(), "grad_norm": engine.grad_norm(), "resample_rounds": rounds,
+                        "gen_tokens_per_s": gen_tok / max(gen_t, 1e-9), "time/generation": gen_t,
+                        "time/scoring": score_t, "time/update": time.time() - t1, "step_time": time.time() - t0})
+        return metrics
+
     engine.train()
-    step = start
-    try:
-        while step < total:
-            t0 = time.time()
-            roller.gen_time = roller.score_time = 0.0
-            roller.gen_tokens = 0
-            groups, first, rounds = rollout_step(ctx, roller, stream, step)
-            metrics = reward_metrics(ctx, first)
-            adv = advantages_for(groups, g)
-            exp = build_experience([x for gr in groups for x in gr], adv, tokenizer.pad_token_id,
-                                   g.overlong == "mask", s.device)
-            t1 = time.time()
-            metrics.update(update(ctx, engine, ref, exp))
-            step += 1
-            gen_t, score_t = s.all_reduce([roller.gen_time, roller.score_time], "max")
-            gen_tok = s.all_reduce([roller.gen_tokens])[0]
-            dt = time.time() - t0
-            metrics.update({"lr": s.lr(), "grad_norm": s.grad_norm(), "resample_rounds": rounds,
-                            "gen_tokens_per_s": gen_tok / max(gen_t, 1e-9), "time/generation": gen_t,
-                            "time/scoring": score_t, "time/update": time.time() - t1, "step_time": dt})
-            if step % cfg.train.log_every == 0 or step == total:
-                ctx.metrics.write(step, metrics)
-            progress.update(step, f"reward {metrics['reward']:.3f}  len {metrics['response_length']:.0f}  "
-                                  f"{dt:.1f}s/step")
-            summary = {k: v for k, v in metrics.items() if v is not None}
-            stop = ctx.should_stop()
-            if stop or (cfg.train.save_every and step % cfg.train.save_every == 0 and step < total):
-                s.save_checkpoint(ctx.ckpt_root, step, {"total_steps": total, "prompt_cursor": stream.cursor},
-                                  cfg.train.keep_checkpoints)
-            if stop:
-                raise Interrupted(f"stopped at step {step}; checkpoint saved, rerun the same command to resume")
-    finally:
-        progress.close()
-    summary.update(steps=step, train_seconds_this_run=time.time() - t_start, reference_model=ref is not None)
-    final = export_final(ctx, engine.module, tokenizer)
+    summary = run_steps(ctx, start, total, one_step,
+                        info=lambda m: f"reward {m['reward']:.3f}  len {m['response_length']:.0f}  "
+                                       f"{m['step_time']:.1f}s/step",
+                        state=lambda: {"prompt_cursor": stream.cursor})
+    summary.update(reference_model=ref is not None)
+    final = export_final(ctx, engine, tokenizer)
     write_manifest(ctx, summary, {"data.path": d.path})
     ctx.log(f"Done: {final}")
     return summary

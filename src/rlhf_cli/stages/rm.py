@@ -10,7 +10,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from rlhf_cli.algos.reward import RANKING_LOSSES, RM_LOSSES, bradley_terry, pairwise_from_ranking, process_bce
+from rlhf_cli.algos.reward import RM_LOSSES, process_bce
 from rlhf_cli.data.preference import collate_preferences, load_preferences
 from rlhf_cli.models.loading import load_tokenizer
 from rlhf_cli.models.reward import build_reward_model, last_token_scores, reward_config_text
@@ -57,13 +57,9 @@ class RMTask:
             right = ((logits > 0).float() == batch.step_labels).sum()
             return loss_sum, {"loss": float(loss_sum.detach()), "step_accuracy": float(right)}
         grid = preference_scores(values, batch)
-        pairs = grid.shape[1] == 2 and bool(batch.valid.all()) and bool((batch.ranks[:, 0] < batch.ranks[:, 1]).all())
-        if self.rm.loss == "bradley_terry" and pairs:
-            losses = bradley_terry(grid[:, 0], grid[:, 1], batch.margin, self.rm.centering_coef)
-        elif self.rm.loss in RANKING_LOSSES:
-            losses = RM_LOSSES.get(self.rm.loss)(grid, batch.ranks, batch.valid)
-        else:  # Bradley-Terry on a K-wise ranking = the mean over its strictly ordered pairs
-            losses = pairwise_from_ranking(grid, batch.ranks, batch.valid)
+        available = {"margin": batch.margin, "centering_coef": self.rm.centering_coef}
+        options = {k: available[k] for k in RM_LOSSES.meta(self.rm.loss).get("options", ())}
+        losses = RM_LOSSES.get(self.rm.loss)(grid, batch.ranks, batch.valid, **options)
         loss_sum = losses.sum()
         g = grid.detach()
         acc, margin = ranking_stats(g, batch.ranks, batch.valid)

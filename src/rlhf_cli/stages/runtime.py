@@ -9,10 +9,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from rlhf_cli.engine.strategy import Strategy, list_checkpoints
+from rlhf_cli.engine.checkpoints import list_checkpoints
 from rlhf_cli.errors import RunDirError
+
+if TYPE_CHECKING:
+    from rlhf_cli.engine.strategy import Strategy
 
 
 class Interrupted(Exception):
@@ -107,7 +110,7 @@ class Progress:
 @dataclass
 class RunContext:
     cfg: Any
-    strategy: Strategy
+    strategy: "Strategy"
     out: Path = field(init=False)
     metrics: MetricsLog = field(init=False)
     stop: StopFlag = field(init=False)
@@ -125,8 +128,12 @@ class RunContext:
         if self.strategy.is_main:
             print(msg, flush=True)
 
-    def latest_checkpoint(self) -> Optional[Path]:
+    def latest_checkpoint(self, required: bool = True) -> Optional[Path]:
+        """The checkpoint to resume from (None: start fresh). ``required=False``: the newest one, whatever
+        ``resume`` says."""
         steps = list_checkpoints(self.ckpt_root)
+        if not required:
+            return self.ckpt_root / f"step-{steps[-1]}" if steps else None
         if not steps or self.cfg.resume == "false":
             if self.cfg.resume == "true":
                 raise RunDirError(f"resume=true but {self.ckpt_root} has no checkpoint")
@@ -134,8 +141,9 @@ class RunContext:
         return self.ckpt_root / f"step-{steps[-1]}"
 
     def resume(self) -> Optional[Dict[str, Any]]:
-        """Load the newest checkpoint (engine, RNG) if resuming; drop metrics logged after it. Returns its
-        trainer state ({"step": N, ...}) or None for a fresh start. Call after strategy.prepare()."""
+        """Load the newest checkpoint (every train engine, RNG) if resuming; drop metrics logged after it.
+        Returns its trainer state ({"step": N, ...}) or None for a fresh start. Call after every
+        strategy.prepare()."""
         ckpt = self.latest_checkpoint()
         if ckpt is None:
             return None
@@ -165,14 +173,16 @@ def git_rev() -> Optional[str]:
         return None
 
 
-def export_final(ctx: RunContext, model, tokenizer, extra_files: Optional[Dict[str, str]] = None) -> Path:
-    """Gather the weights (collective under ZeRO-3) and write final/ as a plain HF dir on rank 0."""
+def export_final(ctx: RunContext, engine, tokenizer, extra_files: Optional[Dict[str, str]] = None,
+                 subdir: str = "final") -> Path:
+    """Gather a train engine's weights (collective under ZeRO-3) and write ``subdir`` (final/) as a plain
+    HF dir on rank 0."""
     from rlhf_cli.models.loading import save_hf_model
 
-    state_dict = ctx.strategy.consolidated_state_dict()
-    final = ctx.out / "final"
+    state_dict = engine.consolidated_state_dict()
+    final = ctx.out / subdir
     if ctx.strategy.is_main:
-        save_hf_model(model, state_dict, tokenizer, final)
+        save_hf_model(engine.module, state_dict, tokenizer, final)
         for name, text in (extra_files or {}).items():
             (final / name).write_text(text)
     ctx.strategy.barrier()

@@ -14,7 +14,8 @@ from typing import Dict, List, Protocol, Sequence, Tuple
 import torch
 
 from rlhf_cli.data.packing import epoch_order, micro_batches, step_micro_batches
-from rlhf_cli.stages.runtime import Interrupted, Progress, RunContext
+from rlhf_cli.stages.loop import run_steps
+from rlhf_cli.stages.runtime import RunContext
 
 
 class SupervisedTask(Protocol):
@@ -81,56 +82,45 @@ def evaluate(ctx: RunContext, model, task: SupervisedTask, rows: Sequence) -> Di
 
 def train(ctx: RunContext, engine, task: SupervisedTask, rows: Sequence, eval_rows: Sequence,
           start_step: int, total_steps: int, step_rows: int) -> Dict[str, float]:
-    """Run optimizer steps start_step+1..total_steps; checkpoint, evaluate, log; returns a summary."""
+    """Run optimizer steps start_step+1..total_steps through the shared step loop; returns a summary."""
     cfg, s = ctx.cfg, ctx.strategy
-    scale = s.world_size * cfg.train.grad_accum  # undoes DeepSpeed's 1/GAS and the DP gradient average
-    progress = Progress(s.is_main and cfg.log.progress, total_steps, start_step, cfg.stage)
-    summary: Dict[str, float] = {}
     tokens_done = 0
-    t_start = time.time()
+
+    def one_step(step: int) -> Dict[str, float]:
+        nonlocal tokens_done
+        t0 = time.time()
+        micro = step_micro_batches(rows, rows_for_step(cfg, len(rows), step_rows, step),
+                                   cfg.train.micro_batch_size, s.world_size, s.rank)
+        batches = [task.collate(m) for m in micro]
+        local_weight = sum(task.weight(b) for b in batches)
+        global_weight = s.all_reduce([local_weight])[0]
+        sums: Dict[str, float] = {}
+        real = pad = 0
+        for batch in batches:
+            loss_sum, stats = task.loss(engine, batch)
+            engine.backward(loss_sum * (engine.loss_scale / max(global_weight, 1.0)))
+            engine.step()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            r, p = task.tokens(batch)
+            real, pad = real + r, pad + p
+        metrics = reduce_metrics(ctx, sums, local_weight)
+        real, pad = s.all_reduce([real, pad])
+        dt = time.time() - t0
+        tokens_done += real
+        metrics.update(lr=engine.lr(), grad_norm=engine.grad_norm(), tokens_per_s=real / dt,
+                       padding_fraction=pad / max(real + pad, 1), step_time=dt)
+        if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0 and eval_rows:
+            metrics.update(evaluate(ctx, engine, task, eval_rows))
+        return metrics
+
     engine.train()
-    step = start_step
-    try:
-        while step < total_steps:
-            t0 = time.time()
-            micro = step_micro_batches(rows, rows_for_step(cfg, len(rows), step_rows, step),
-                                       cfg.train.micro_batch_size, s.world_size, s.rank)
-            batches = [task.collate(m) for m in micro]
-            local_weight = sum(task.weight(b) for b in batches)
-            global_weight = s.all_reduce([local_weight])[0]
-            sums: Dict[str, float] = {}
-            real = pad = 0
-            for batch in batches:
-                loss_sum, stats = task.loss(engine, batch)
-                s.backward(loss_sum * (scale / max(global_weight, 1.0)))
-                s.step()
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                r, p = task.tokens(batch)
-                real, pad = real + r, pad + p
-            step += 1
-            metrics = reduce_metrics(ctx, sums, local_weight)
-            real, pad = s.all_reduce([real, pad])
-            dt = time.time() - t0
-            tokens_done += real
-            metrics.update(lr=s.lr(), grad_norm=s.grad_norm(), tokens_per_s=real / dt,
-                           padding_fraction=pad / max(real + pad, 1), step_time=dt)
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and eval_rows:
-                metrics.update(evaluate(ctx, engine, task, eval_rows))
-            if step % cfg.train.log_every == 0 or step == total_steps:
-                ctx.metrics.write(step, metrics)
-            progress.update(step, f"loss {metrics.get('loss', float('nan')):.4f}  {metrics['tokens_per_s']:.0f} tok/s")
-            summary = {k: v for k, v in metrics.items() if v is not None}
-            stop = ctx.should_stop()
-            if stop or (cfg.train.save_every and step % cfg.train.save_every == 0 and step < total_steps):
-                s.save_checkpoint(ctx.ckpt_root, step, {"total_steps": total_steps}, cfg.train.keep_checkpoints)
-            if stop:
-                raise Interrupted(f"stopped at step {step}; checkpoint saved, rerun the same command to resume")
-    finally:
-        progress.close()
+    summary = run_steps(ctx, start_step, total_steps, one_step,
+                        info=lambda m: f"loss {m.get('loss', float('nan')):.4f}  {m['tokens_per_s']:.0f} tok/s")
+    step = summary["steps"]
     if eval_rows and not (cfg.train.eval_every and step % cfg.train.eval_every == 0):
         final_eval = evaluate(ctx, engine, task, eval_rows)
         ctx.metrics.write(step, final_eval)
         summary.update(final_eval)
-    summary.update(steps=step, train_tokens_this_run=tokens_done, train_seconds_this_run=time.time() - t_start)
+    summary.update(train_tokens_this_run=tokens_done)
     return summary

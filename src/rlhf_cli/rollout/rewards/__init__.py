@@ -4,9 +4,11 @@
 ``(prompts, completions, **dataset_fields)`` to get a :class:`RewardOutput`.
 Built-ins: ``gsm8k``, ``format``, ``code``; custom: ``python:module:function``.
 """
-from . import code as _code  # noqa: F401 (importing registers the reward)
+# Importing the built-in reward modules registers them (decorators on REWARDS).
+from . import code as _code  # noqa: F401
 from . import format as _format  # noqa: F401
-from . import gsm8k as _gsm8k  # noqa: E402,F401  (register built-ins)
+from . import gsm8k as _gsm8k  # noqa: F401
+from . import model as _model  # noqa: F401
 from .code import ExecResult, extract_code, run_code
 from .errors import RewardError
 from .gsm8k import extract_answer, normalize_number

@@ -38,13 +38,9 @@ PLUGIN_PREFIX = "python:"
 RESERVED_KEYS = ("name", "weight", "alias")
 
 
-# The one registry class of the project (names -> callables, closest-name errors).
+# The one registry class of the project (names -> callables, closest-name errors). The built-in rewards
+# register themselves when the package (rollout/rewards/__init__.py) imports their modules.
 REWARDS = Registry("reward function")
-
-
-def _ensure_builtins() -> None:
-    # importing the modules registers them (decorators); safe to call repeatedly
-    from . import code, format, gsm8k, model  # noqa: F401
 
 
 # --------------------------------------------------------------------------- helpers
@@ -221,7 +217,6 @@ def build_reward_fn(name: str, **kwargs: Any) -> RewardFn:
         from .plugin import load_plugin
 
         return load_plugin(name, **kwargs)
-    _ensure_builtins()
     try:
         factory = REWARDS.get(name)
     except UnknownNameError as e:

@@ -5,7 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
-from rlhf_cli.engine.strategy import list_checkpoints
+from rlhf_cli.engine.checkpoints import list_checkpoints
 from rlhf_cli.errors import RunDirError
 
 OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb", "ref_logps.pt")

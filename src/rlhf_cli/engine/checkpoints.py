@@ -1,0 +1,41 @@
+"""Checkpoint discovery: which ``checkpoints/step-N`` dirs are complete. No torch, no deepspeed, so the CLI
+can list or refuse a run dir without importing either.
+
+Layout of one checkpoint (written by ``Strategy.save_checkpoint`` through a tmp dir and one rename)::
+
+    checkpoints/step-N/
+      trainer_state.json     # {"step": N, ...stage state}; written last, so its presence marks completeness
+      rng-rank{R}.json       # python RNG of each process (plain JSON)
+      rng-rank{R}.pt         # torch RNG tensors of each process (loaded with weights_only=True)
+      <engine name>/         # one DeepSpeed engine per trainable model: policy/, or actor/ + critic/
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+TRAINER_STATE = "trainer_state.json"
+
+
+def list_checkpoints(root: Path) -> List[int]:
+    """Steps of the complete checkpoints under ``root``, ascending."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    steps = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith("step-") and (p / TRAINER_STATE).exists():
+            try:
+                steps.append(int(p.name[5:]))
+            except ValueError:
+                pass
+    return sorted(steps)
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return Path(root) / f"step-{step}"
+
+
+def latest_checkpoint(root: Path) -> Optional[Path]:
+    steps = list_checkpoints(root)
+    return checkpoint_dir(root, steps[-1]) if steps else None

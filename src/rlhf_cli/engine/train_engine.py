@@ -1,0 +1,111 @@
+"""One trainable model: its DeepSpeed engine, optimizer, LR schedule, backward/step, save/load, export.
+
+A run holds one ``TrainEngine`` per trainable model, by name ({"policy"} for SFT/RM/DPO/GRPO, {"actor",
+"critic"} for PPO), each built from that model's own optimizer settings. Stages call the engine as the
+model (``engine(input_ids=...)``), then ``backward`` and ``step``.
+
+Gradient accumulation contract (the one place it is written down): call ``step()`` after EVERY
+micro-batch's ``backward()``. DeepSpeed counts the calls and applies the optimizer (clip, Adam, LR
+schedule, zero_grad) only at the boundary of ``train.grad_accum`` micro-batches; between boundaries
+``step()`` only advances its counter. DeepSpeed also divides each micro-batch loss by ``grad_accum`` and
+averages gradients over data-parallel processes, which stages undo with ``loss_scale`` so that a loss
+normalised by GLOBAL counts gives the same gradient however a step is split.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, scheduler: str, min_lr_ratio: float):
+    """Multiplier of the peak LR after ``k`` optimizer steps: linear warmup, then cosine/linear/constant."""
+
+    def f(k: int) -> float:
+        if warmup_steps > 0 and k < warmup_steps:
+            return (k + 1) / warmup_steps
+        if scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (k - warmup_steps) / max(1, total_steps - warmup_steps))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1 - progress
+        return min_lr_ratio + (1 - min_lr_ratio) * decay
+
+    return f
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """No weight decay on biases and norm weights (1-D tensors), as is standard for transformers."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class TrainEngine:
+    """A trainable model wrapped by DeepSpeed with its own AdamW + LR schedule (built by ``Strategy.prepare``)."""
+
+    def __init__(self, name: str, ds_engine, zero_stage: int, is_main: bool, loss_scale: float):
+        self.name = name
+        self.ds = ds_engine
+        self.zero_stage = zero_stage
+        self.is_main = is_main
+        # Multiply a loss normalised by global counts by this before backward (see module docstring).
+        self.loss_scale = loss_scale
+
+    # ---- the model --------------------------------------------------------------------------------
+    @property
+    def module(self) -> torch.nn.Module:
+        """The unwrapped model (for generation, export, value heads...)."""
+        return self.ds.module
+
+    def __call__(self, *args, **kwargs):
+        return self.ds(*args, **kwargs)
+
+    def train(self) -> "TrainEngine":
+        self.ds.train()
+        return self
+
+    def eval(self) -> "TrainEngine":
+        self.ds.eval()
+        return self
+
+    # ---- one micro-batch --------------------------------------------------------------------------
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+
+    def step(self) -> None:
+        """After every micro-batch; the optimizer runs at the accumulation boundary (module docstring)."""
+        self.ds.step()
+
+    def grad_norm(self) -> Optional[float]:
+        """Global gradient norm of the last optimizer step (before clipping)."""
+        norm = self.ds.get_global_grad_norm()
+        if norm is None:
+            return None
+        return float(norm.item() if torch.is_tensor(norm) else norm)
+
+    def lr(self) -> float:
+        return float(self.ds.get_lr()[0])
+
+    # ---- state ------------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """DeepSpeed state (weights, optimizer, scheduler) into ``directory`` (collective)."""
+        self.ds.save_checkpoint(str(directory), tag="ds", client_state={}, save_latest=False)
+
+    def load(self, directory: Path) -> None:
+        self.ds.load_checkpoint(str(directory), tag="ds", load_optimizer_states=True,
+                                load_lr_scheduler_states=True)
+
+    def consolidated_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
+        """Full weights on rank 0 (None elsewhere); a collective under ZeRO-3."""
+        if self.zero_stage == 3:
+            sd = self.ds._zero3_consolidated_16bit_state_dict()
+        else:
+            sd = self.ds.module.state_dict() if self.is_main else None
+        return sd if self.is_main else None
+
+    def compile(self) -> None:
+        self.ds.compile()  # torch.compile of the wrapped module (inductor; CUDA graphs need static shapes)
