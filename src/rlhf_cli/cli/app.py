@@ -89,15 +89,20 @@ def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 @app.command(name="eval", context_settings=EXTRA)
 def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accuracy | gsm8k | ..."),
              debug: bool = typer.Option(False, "--debug")):
-    """Evaluate a model: rlhf eval KIND model=... data=... ; prints JSON."""
+    """Evaluate a model: rlhf eval KIND model=... data=... [out=FILE]; prints JSON."""
     import json
+    from pathlib import Path
 
     from rlhf_cli.evals import get_eval
     from rlhf_cli.quiet import quiet_libraries
 
     quiet_libraries(debug)
     try:
-        typer.echo(json.dumps(get_eval(kind)(ctx.args), indent=2))
+        out = [w[len("out="):] for w in ctx.args if w.startswith("out=")]
+        text = json.dumps(get_eval(kind)([w for w in ctx.args if not w.startswith("out=")]), indent=2)
+        if out:
+            Path(out[-1]).write_text(text + "\n")
+        typer.echo(text)
     except RlhfError as e:
         fail(e, debug)
 

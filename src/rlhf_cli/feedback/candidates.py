@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-from rlhf_cli.data.prompts import prompt_messages
+from rlhf_cli.data.prompts import prompt_messages, read_prompt_messages
 from rlhf_cli.data.readers import read_records, resolve_data_path
 from rlhf_cli.errors import DataError
 from rlhf_cli.feedback.rankings_io import item_key
@@ -43,16 +43,7 @@ def shuffled(prompt, responses: List[str], models: List[str], seed: int):
 
 def read_prompts(path: str, prompt_field: str = "prompt") -> List[tuple]:
     """-> [(prompt as in the file, chat messages)]."""
-    out = []
-    for line, rec in read_records(resolve_data_path(path, key="prompts")):
-        try:
-            msgs, _ = prompt_messages(rec, prompt_field)
-        except ValueError as e:
-            raise DataError(f"{path}:{line}: {e}") from None
-        out.append((rec[prompt_field], msgs))
-    if not out:
-        raise DataError(f"{path}: no prompts")
-    return out
+    return read_prompt_messages(path, prompt_field, key="prompts")
 
 
 def read_candidates(path: str, seed: int, prompt_field: str = "prompt") -> List[Item]:
@@ -85,7 +76,7 @@ def read_candidates(path: str, seed: int, prompt_field: str = "prompt") -> List[
 def sample_items(prompts: List[tuple], model_paths: Sequence[str], k: int, seed: int, max_new_tokens: int,
                  temperature: float, top_p: float, log=print, indices: Optional[Sequence[int]] = None) -> List[Item]:
     """K candidates per prompt from the checkpoints (round-robin), on the rollout engine."""
-    from rlhf_cli.cli.generate import load_for_generation
+    from rlhf_cli.models.loading import load_for_generation
     from rlhf_cli.rollout.complete import sample_texts
     from rlhf_cli.rollout.sampling import SamplingParams
 

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from rlhf_cli.rollout.generate import generate
+from rlhf_cli.rollout.generate import eos_ids, generate
 from rlhf_cli.rollout.sampling import SamplingParams
 
 
@@ -26,7 +26,7 @@ def sample_texts(lm, tok, prompts: Sequence[list], n: int, params: SamplingParam
                  batch_size: int = 16, per_prompt_seed: bool = True,
                  indices: Optional[Sequence[int]] = None) -> List[List[str]]:
     """prompts: chat message lists -> ``n`` decoded responses per prompt (special tokens removed)."""
-    eos = [tok.eos_token_id]
+    eos = eos_ids(tok, lm)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     device = next(lm.parameters()).device
     ids = [_ids(tok, m) for m in prompts]
