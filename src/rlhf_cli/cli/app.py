@@ -77,8 +77,8 @@ def generate(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
 @app.command(context_settings=EXTRA)
 def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
-    """Chat with a model in the terminal: rlhf chat model=... (empty line or Ctrl-D quits)"""
-    from rlhf_cli.cli.generate import run_chat
+    """Chat with a model in the terminal: rlhf chat model=... (/help for commands; Ctrl-D quits)"""
+    from rlhf_cli.cli.chat import run_chat
 
     try:
         run_chat(ctx.args)
