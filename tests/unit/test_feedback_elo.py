@@ -168,7 +168,12 @@ def test_formats_and_errors(tmp_path):
         {"prompt": "p", "chosen": "a", "rejected": "b", "judge_prob": 0.8, "principle": "be kind",
          "model_chosen": "z", "model_rejected": "x"},
     ]) + "\n")
+    with open(f, "a") as fh:  # lines of rlhf label's skipped file
+        fh.write(json.dumps({"prompt": "q", "responses": ["a", "b"], "models": ["x", "y"], "verdict": "skip"}) + "\n")
+        fh.write(json.dumps({"prompt": "q", "responses": ["a", "b"], "models": ["y", "z"], "verdict": "all_bad"})
+                 + "\n")
     js = read_judgements([str(f)], soft=True)
+    assert js.pop().ranks == [0, 0] and len(js) == 4
     assert [j.models for j in js] == [["x", "y", "x"], ["x", "z"], ["y", "z"], ["z", "x"]]
     assert js[1].ranks == [0, 1] and js[2].ranks == [0, 0] and js[3].p_first == 0.8
     res = rate(js, rounds=20)

@@ -3,7 +3,8 @@
 Accepted record shapes (detected per record; a file may mix them):
 
 - ranking (``rlhf label``): ``responses`` (list), ``ranks`` (0 = best, equal = tie; default the list
-  order) and ``models`` (the model that produced each response). Two or more responses.
+  order) and ``models`` (the model that produced each response). Two or more responses. Lines of the
+  label's skipped file are read too: ``verdict: all_bad`` is an all-way tie, ``verdict: skip`` is ignored.
 - pairwise: ``winner`` and ``loser`` (model names), optional ``tie: true``.
 - arena: ``model_a``, ``model_b``, ``winner`` in ``a | b | tie`` (also ``model_a | model_b | tie (bothbad)
   | both_bad``, as in Chatbot Arena's exports).
@@ -51,8 +52,8 @@ def _item_key(rec: dict) -> Optional[str]:
     return json.dumps(rec["prompt"], sort_keys=True) if "prompt" in rec else None
 
 
-def parse_judgement(rec: dict, soft: bool = False) -> Judgement:
-    """One record -> a Judgement; ValueError says what is wrong."""
+def parse_judgement(rec: dict, soft: bool = False) -> Optional[Judgement]:
+    """One record -> a Judgement (None for a skipped item); ValueError says what is wrong."""
     ann = rec.get("annotator")
     if ann is not None and not isinstance(ann, str):
         raise ValueError("'annotator' must be a string")
@@ -64,7 +65,13 @@ def parse_judgement(rec: dict, soft: bool = False) -> Judgement:
         if not isinstance(models, list) or len(models) != len(responses) or not all(
                 isinstance(m, str) and m for m in models):
             raise ValueError(f"'models' must list the model of each of the {len(responses)} responses")
-        ranks = rec.get("ranks", list(range(len(responses))))
+        verdict = rec.get("verdict")
+        if verdict not in (None, "all_bad", "skip"):
+            raise ValueError(f"'verdict' must be all_bad or skip (got {verdict!r})")
+        if verdict == "skip":
+            return None
+        # all bad (rlhf label's skipped file): every response equally bad -> all tied
+        ranks = [0] * len(responses) if verdict == "all_bad" else rec.get("ranks", list(range(len(responses))))
         if (not isinstance(ranks, list) or len(ranks) != len(responses)
                 or not all(isinstance(r, int) and not isinstance(r, bool) for r in ranks)):
             raise ValueError(f"'ranks' must be a list of {len(responses)} integers (0 = best)")
@@ -109,6 +116,8 @@ def read_judgements(paths: Iterable[str], soft: bool = False) -> List[Judgement]
                 j = parse_judgement(rec, soft)
             except ValueError as e:
                 raise DataError(f"{path}:{line}: {e}") from None
+            if j is None:
+                continue
             j.source = f"{path}:{line}"
             out.append(j)
     if not out:
