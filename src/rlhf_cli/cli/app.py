@@ -77,8 +77,8 @@ def generate(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
 @app.command(context_settings=EXTRA)
 def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
-    """Chat with a model in the terminal: rlhf chat model=... (empty line or Ctrl-D quits)"""
-    from rlhf_cli.cli.generate import run_chat
+    """Chat with a model in the terminal: rlhf chat model=... (/help for commands; Ctrl-D quits)"""
+    from rlhf_cli.cli.chat import run_chat
 
     try:
         run_chat(ctx.args)
@@ -89,15 +89,55 @@ def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 @app.command(name="eval", context_settings=EXTRA)
 def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accuracy | gsm8k | ..."),
              debug: bool = typer.Option(False, "--debug")):
-    """Evaluate a model: rlhf eval KIND model=... data=... ; prints JSON."""
+    """Evaluate a model: rlhf eval KIND model=... data=... [out=FILE]; prints JSON."""
     import json
+    from pathlib import Path
 
     from rlhf_cli.evals import get_eval
     from rlhf_cli.quiet import quiet_libraries
 
     quiet_libraries(debug)
     try:
-        typer.echo(json.dumps(get_eval(kind)(ctx.args), indent=2))
+        out = [w[len("out="):] for w in ctx.args if w.startswith("out=")]
+        text = json.dumps(get_eval(kind)([w for w in ctx.args if not w.startswith("out=")]), indent=2)
+        if out:
+            Path(out[-1]).write_text(text + "\n")
+        typer.echo(text)
+    except RlhfError as e:
+        fail(e, debug)
+
+
+@app.command(context_settings=EXTRA)
+def label(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
+    """Rank responses in the terminal: rlhf label prompts=FILE models=[runs/sft,runs/dpo] k=4 out=rankings.jsonl"""
+    from rlhf_cli.cli.label import run_label
+
+    try:
+        run_label(ctx.args)
+    except RlhfError as e:
+        fail(e, debug)
+
+
+@app.command(context_settings=EXTRA)
+def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+        debug: bool = typer.Option(False, "--debug")):
+    """Ratings from judgements: rlhf elo rankings.jsonl [pairs.jsonl ...] [k=4 bootstrap=1000] [--json]"""
+    from rlhf_cli.cli.elo import run_elo
+
+    try:
+        run_elo(ctx.args, as_json)
+    except RlhfError as e:
+        fail(e, debug)
+
+
+@app.command(context_settings=EXTRA)
+def report(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print what was drawn as JSON"),
+           debug: bool = typer.Option(False, "--debug")):
+    """Plots: rlhf report RUN [RUN ...] [elo=ELO.json] out=FILE.png|FILE.html"""
+    from rlhf_cli.cli.report import run_report
+
+    try:
+        run_report(ctx.args, as_json)
     except RlhfError as e:
         fail(e, debug)
 

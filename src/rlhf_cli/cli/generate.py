@@ -1,4 +1,4 @@
-"""`rlhf generate` and `rlhf chat`: sample from the embedded model, any HF dir, or a run dir."""
+"""`rlhf generate`: sample from the embedded model, any HF dir, or a run dir (`rlhf chat` is in cli/chat.py)."""
 from __future__ import annotations
 
 from typing import List, Sequence
@@ -47,20 +47,3 @@ def run_generate(words: Sequence[str]) -> None:
         {"role": "user", "content": opts["prompt"]}]
     print(chat_reply(lm, tok, msgs, opts["max_new_tokens"], opts["temperature"], opts["top_p"]))
 
-
-def run_chat(words: Sequence[str]) -> None:
-    opts = _opts(words, "chat")
-    lm, tok = load_for_generation(opts["model"])
-    msgs = [{"role": "system", "content": opts["system"]}] if opts["system"] else []
-    print(f"chatting with {opts['model']} (empty line or Ctrl-D to quit)")
-    while True:
-        try:
-            line = input("you> ").strip()
-        except EOFError:
-            break
-        if not line:
-            break
-        msgs.append({"role": "user", "content": line})
-        reply = chat_reply(lm, tok, msgs, opts["max_new_tokens"], opts["temperature"], opts["top_p"])
-        msgs.append({"role": "assistant", "content": reply})
-        print(f"model> {reply}")

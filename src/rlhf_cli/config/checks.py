@@ -28,6 +28,8 @@ def check_file(key: str, value) -> None:
 def check_config(cfg: DictConfig) -> None:
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key, default=None)
+        if key == "data.format" and "ranks_field" in cfg.get("data", {}):
+            continue  # preference data (rm, dpo): its formats are checked by check_preference_data
         if value is not None and str(value) not in choices:
             raise ConfigError(f"{key}={value}: must be one of {', '.join(choices)}")
     for key in POSITIVE:

@@ -110,3 +110,21 @@ def reward_fields(examples: Sequence[PromptExample]) -> Dict[str, list]:
         return {}
     keys = [k for k in examples[0].fields if all(k in e.fields for e in examples)]
     return {k: [e.fields[k] for e in examples] for k in keys}
+
+
+def read_prompt_messages(path: str, prompt_field: str = "prompt", system_prompt: Optional[str] = None,
+                         limit: int = 0, key: str = "data") -> List[Tuple[Any, List[dict]]]:
+    """[(the prompt as in the file, its chat messages)] for tools that sample from several models
+    (labelling, win-rate, KL); a bad record is a DataError naming file and line."""
+    from rlhf_cli.data.readers import resolve_data_path
+
+    out = []
+    for line, rec in read_records(resolve_data_path(path, key=key), limit=limit):
+        try:
+            msgs, _ = prompt_messages(rec, prompt_field, system_prompt)
+        except ValueError as e:
+            raise DataError(f"{path}:{line}: {e}") from None
+        out.append((rec[prompt_field], msgs))
+    if not out:
+        raise DataError(f"{path}: no prompts")
+    return out

@@ -1,0 +1,60 @@
+"""Judges for `rlhf eval win-rate`: who decides which of two answers to a prompt is better.
+
+A judge is built from the eval's options, ``JUDGES.get(name)(opts)``, and returns an object with
+``prefer(prompts, answers_a, answers_b) -> list[float]``: P(answer a is better) per prompt, 1 / 0.5 / 0 for
+hard verdicts (0.5 = tie), and ``describe() -> dict`` for the report.
+
+- ``rm``: a trained reward model (``rm=RUN_OR_DIR``, scored exactly as in training by ``RewardModelScorer``);
+  a wins when ``r(a) - r(b) > tie_margin``, ties within the margin. A scalar score has no position bias.
+- A judge *model* (the RLAIF work) registers here too; it should wrap its pairwise call in ``both_orders`` so
+  each pair is judged with a first and b first and the two verdicts averaged (position-bias control as in
+  Zheng et al. 2023, "Judging LLM-as-a-judge", sec. 3.4, "swap positions").
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Sequence
+
+from rlhf_cli.algos.registry import Registry
+from rlhf_cli.errors import ConfigError
+
+JUDGES = Registry("judge")
+Pairwise = Callable[[Sequence, Sequence[str], Sequence[str]], List[float]]
+
+
+def both_orders(prefer: Pairwise) -> Pairwise:
+    """A position-debiased judge: ``0.5 * (P(a > b | a shown first) + 1 - P(b > a | b shown first))``."""
+
+    def debiased(prompts, a, b):
+        first = prefer(prompts, a, b)
+        second = prefer(prompts, b, a)
+        return [0.5 * (x + 1.0 - y) for x, y in zip(first, second)]
+
+    return debiased
+
+
+class RewardModelJudge:
+    def __init__(self, path: str, tie_margin: float = 0.0, batch_size: int = 8):
+        from rlhf_cli.models.reward import RewardModelScorer
+
+        self.path, self.tie_margin = path, tie_margin
+        self.scorer = RewardModelScorer(path, batch_size=batch_size)
+        self.rewards_a: List[float] = []
+        self.rewards_b: List[float] = []
+
+    def prefer(self, prompts, a, b) -> List[float]:
+        ra = self.scorer.score(list(prompts), list(a))
+        rb = self.scorer.score(list(prompts), list(b))
+        self.rewards_a, self.rewards_b = ra, rb
+        return [1.0 if x - y > self.tie_margin else 0.0 if y - x > self.tie_margin else 0.5 for x, y in zip(ra, rb)]
+
+    def describe(self) -> dict:
+        n = max(len(self.rewards_a), 1)
+        return {"judge": "rm", "rm": self.path, "tie_margin": self.tie_margin,
+                "reward_a_mean": sum(self.rewards_a) / n, "reward_b_mean": sum(self.rewards_b) / n}
+
+
+@JUDGES.register("rm", description="a reward model dir/run (rm=...): higher reward wins, ties within tie_margin")
+def rm_judge(opts: dict) -> RewardModelJudge:
+    if not opts.get("rm"):
+        raise ConfigError("eval win-rate: judge=rm needs rm=RUN_OR_DIR (a reward model from rlhf train rm)")
+    return RewardModelJudge(opts["rm"], opts.get("tie_margin", 0.0), opts.get("batch_size", 8))

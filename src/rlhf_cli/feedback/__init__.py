@@ -1,0 +1,1 @@
+"""Human (and judge) feedback: ranking collection (`rlhf label`), ratings (`rlhf elo`), agreement."""

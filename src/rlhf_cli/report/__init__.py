@@ -1,0 +1,1 @@
+"""`rlhf report`: figures of runs and ratings."""
