@@ -27,7 +27,7 @@ def test_loss_learns(tmp_path, data, loss):
     assert sum(acc[s] for s in (8, 9, 10, 11, 12)) / 5 >= 0.75, acc
     assert (out / "final" / "model.safetensors").exists()
     if loss != "simpo":
-        assert (out / "ref_logps.pt").exists()
+        assert (out / "ref_logps.json").exists()
 
 
 def test_precomputed_and_live_reference_agree(tmp_path, data):
@@ -58,7 +58,7 @@ def test_sigterm_and_resume_match_uninterrupted(tmp_path, data):
     args = [*BASE, f"data.path={data['pairs']}", "train.max_steps=8", "train.eval_every=0"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     rlhf([*args, f"output_dir={full}"])
-    interrupted_then_resumed(args, cut, after_steps=3)  # resume reuses output_dir/ref_logps.pt
+    interrupted_then_resumed(args, cut, after_steps=3)  # resume reuses output_dir/ref_logps.json
     a, b = train_losses(full), train_losses(cut)
     assert sorted(b) == list(range(1, 9))
     for s in a:

@@ -21,4 +21,4 @@ def test_key_follows_what_the_log_probs_depend_on(tmp_path):
 
 
 def test_overwrite_removes_the_cache():
-    assert "ref_logps.pt" in OWNED
+    assert "ref_logps.json" in OWNED

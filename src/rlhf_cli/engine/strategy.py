@@ -9,6 +9,7 @@ torch.distributed (a test enforces it); cf. OpenRLHF's DeepspeedStrategy.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -192,22 +193,44 @@ class Strategy:
         tmp dir that is renamed at the end; older checkpoints beyond ``keep`` are removed after."""
         final = checkpoint_dir(root, step)
         tmp = Path(root) / f".step-{step}.tmp"
+        try:
+            if self.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            self.barrier()
+            for name, engine in self.engines.items():
+                engine.save(tmp / name)
+            self._save_rng(tmp)
+            self.barrier()
+            if self.is_main:
+                (tmp / TRAINER_STATE).write_text(json.dumps({**state, "step": step}, indent=2))
+        except (OSError, RuntimeError) as e:
+            if not _is_disk_full(e):
+                raise
+            raise self._disk_full(root, final, tmp) from None
         if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.barrier()
-        for name, engine in self.engines.items():
-            engine.save(tmp / name)
-        self._save_rng(tmp)
-        self.barrier()
-        if self.is_main:
-            (tmp / TRAINER_STATE).write_text(json.dumps({**state, "step": step}, indent=2))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             for old in list_checkpoints(root)[:-keep]:
                 shutil.rmtree(checkpoint_dir(root, old), ignore_errors=True)
         self.barrier()
         return final
+
+    @staticmethod
+    def _disk_full(root: Path, final: Path, tmp: Path):
+        """The one-line error for a checkpoint that did not fit; the partial tmp dir is removed and the
+        last complete checkpoint is left as it was."""
+        from rlhf_cli.errors import RunDirError
+
+        written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) if tmp.exists() else 0
+        shutil.rmtree(tmp, ignore_errors=True)
+        steps = list_checkpoints(root)
+        last = checkpoint_dir(root, steps[-1]) if steps else None
+        need = sum(p.stat().st_size for p in last.rglob("*") if p.is_file()) if last else written
+        free = shutil.disk_usage(root).free
+        keep = f"{last} is intact; free space and rerun to resume from it" if last else "no earlier checkpoint"
+        return RunDirError(f"checkpoint {final}: out of disk space ({free / 1e6:.0f} MB free, about "
+                           f"{max(need, written) / 1e6:.0f} MB needed); {keep}")
 
     def load_checkpoint(self, path: Path) -> Dict[str, Any]:
         """Restore every engine, this process's RNG, and return the trainer state."""
@@ -243,6 +266,15 @@ class Strategy:
                 cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
                 if cuda:
                     torch.cuda.set_rng_state_all(cuda)
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """A write that failed for lack of space (or a file-size limit): OSError from Python, or the
+    RuntimeError torch.save's C++ writer raises ("file write failed")."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    msg = str(e)
+    return "write failed" in msg or "No space left" in msg or "File too large" in msg
 
 
 class OffloadedModel(torch.nn.Module):

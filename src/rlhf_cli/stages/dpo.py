@@ -4,7 +4,7 @@ Chosen and rejected rows of a micro-batch go through the policy in ONE concatena
 padded rows); per-token log-probs come from a chunked log-softmax gather (``algos.logprobs``), summed
 over answer tokens (ipo/simpo: averaged). Reference log-probs are either precomputed once before
 training (``ref.precompute=true``: each process scores its share of the examples, the shares are
-all-gathered, the reference model is freed, and the numbers are cached in output_dir/ref_logps.pt for
+all-gathered, the reference model is freed, and the numbers are cached in output_dir/ref_logps.json for
 resumes) or computed live per batch by a frozen copy (ZeRO-3 sharded under engine=zero3).
 KTO pairs every prompt with another example's answer (fixed at load time) for its KL reference point,
 averaged over all processes.
@@ -12,6 +12,7 @@ averaged over all processes.
 from __future__ import annotations
 
 import json
+import os
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -124,23 +125,40 @@ def reference_cache_key(cfg) -> str:
     return json.dumps(keys, sort_keys=True)
 
 
+def read_reference_cache(cache, key: str, splits: List[List[PrefItem]]) -> Optional[list]:
+    """The cached values if ``cache`` is a complete cache for ``key`` matching the data's shape, else None."""
+    try:
+        saved = json.loads(cache.read_text())
+        values = saved["values"]
+        ok = saved.get("key") == key and len(values) == len(splits) and all(
+            len(v) == len(items) and all(isinstance(x, list) and len(x) == len(it.seqs) for x, it in zip(v, items))
+            for v, items in zip(values, splits))
+        return values if ok else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) -> None:
-    """Precomputed reference log-probs, from output_dir/ref_logps.pt when a resumed run saved them
-    for the same reference model and data (checked by key, never by shape alone)."""
-    cache, key = ctx.out / "ref_logps.pt", reference_cache_key(ctx.cfg)
+    """Precomputed reference log-probs, from output_dir/ref_logps.json when a resumed run saved them
+    for the same reference model and data (checked by key and shape). A torn, stale or unreadable cache
+    is rebuilt, never fatal; the cache is plain JSON written atomically (nothing is unpickled)."""
+    cache, key = ctx.out / "ref_logps.json", reference_cache_key(ctx.cfg)
+    saved = read_reference_cache(cache, key, splits)
+    if saved is not None:
+        for items, values in zip(splits, saved):
+            for it, v in zip(items, values):
+                it.ref_logps = v
+        ctx.log(f"Reference log-probs loaded from {cache}")
+        return
     if cache.exists():
-        saved = torch.load(cache)
-        if isinstance(saved, dict) and saved.get("key") == key:
-            for items, values in zip(splits, saved["values"]):
-                for it, v in zip(items, values):
-                    it.ref_logps = v
-            ctx.log(f"Reference log-probs loaded from {cache}")
-            return
+        ctx.log(f"{cache}: stale or unreadable, recomputing the reference log-probs")
     ref = load_reference(ctx.cfg, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
     precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
     del ref
     if ctx.strategy.is_main:
-        torch.save({"key": key, "values": [[it.ref_logps for it in items] for items in splits]}, cache)
+        tmp = cache.with_name(f".{cache.name}.tmp")
+        tmp.write_text(json.dumps({"key": key, "values": [[it.ref_logps for it in items] for items in splits]}))
+        os.replace(tmp, cache)
     ctx.log(f"Reference log-probs precomputed for {sum(len(x) for x in splits)} examples")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -66,8 +67,16 @@ class MetricsLog:
             return
         self.file.close()
         path = Path(self.file.name)
-        kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in kept))
+        kept = []
+        for ln in path.read_text(errors="replace").splitlines():
+            try:
+                if json.loads(ln).get("step", 0) <= step:
+                    kept.append(ln)
+            except (ValueError, AttributeError):  # a torn line from a killed run
+                continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in kept))
+        os.replace(tmp, path)
         self.file = open(path, "a")
 
     def close(self) -> None:
