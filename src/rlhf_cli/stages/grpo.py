@@ -9,7 +9,6 @@ token / sequence counts, so the gradient does not depend on how the batch is spl
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Dict, List
 
@@ -17,11 +16,10 @@ import torch
 
 from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
 from rlhf_cli.data.packing import micro_batches
-from rlhf_cli.data.prompts import load_prompt_data
-from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
+from rlhf_cli.models.loading import load_causal_lm, load_reference
 from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, loss_normalizer, policy_loss
 from rlhf_cli.stages.loop import run_steps
-from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics
+from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics, setup_rl
 from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
 
 
@@ -106,22 +104,8 @@ def advantages_for(groups: List[List[Sample]], g) -> torch.Tensor:
 
 
 def run(ctx: RunContext) -> dict:
-    cfg, s, g = ctx.cfg, ctx.strategy, ctx.cfg.grpo
-    from omegaconf import OmegaConf
-
-    from rlhf_cli.rollout.rewards import build_reward
-
-    tokenizer = load_tokenizer(cfg.model)
-    reward = build_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))
-    d = cfg.data
-    prompts, st = load_prompt_data(d.path, d, tokenizer, max_prompt_tokens=d.max_length - g.max_new_tokens,
-                                   limit=d.limit)
-    per_step = g.prompts_per_step * s.world_size
-    total = (cfg.train.max_steps if cfg.train.max_steps > 0
-             else max(1, math.ceil(cfg.train.epochs * len(prompts) / per_step)))
-    ctx.log(f"GRPO data: {st.records} records ({st.skipped} bad, {st.too_long} over the prompt budget) -> "
-            f"{len(prompts)} prompts; {per_step} prompts x {g.num_generations} generations per step, {total} steps; "
-            f"rewards {reward}; precision {s.precision}, {s.world_size} process(es), ZeRO-{cfg.engine.zero_stage}")
+    cfg, s, g, d = ctx.cfg, ctx.strategy, ctx.cfg.grpo, ctx.cfg.data
+    tokenizer, reward, prompts, total = setup_rl(ctx, g)
     model = load_causal_lm(cfg.model, tokenizer)
     ref = None
     if g.kl_coef > 0:

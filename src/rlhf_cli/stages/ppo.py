@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from typing import Dict, List, Optional
 
@@ -42,8 +41,7 @@ from rlhf_cli.algos.ppo import (
 )
 from rlhf_cli.algos.reward_shaping import RunningMoments, apply_missing_eos_penalty, clip_scores, length_penalty
 from rlhf_cli.data.packing import collate, micro_batches
-from rlhf_cli.data.prompts import load_prompt_data
-from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
+from rlhf_cli.models.loading import load_causal_lm, load_reference
 from rlhf_cli.models.reward import build_reward_model
 from rlhf_cli.rollout.experience import (
     Experience,
@@ -55,7 +53,7 @@ from rlhf_cli.rollout.experience import (
     response_values,
 )
 from rlhf_cli.stages.loop import run_steps
-from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics
+from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics, setup_rl
 from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
 
 
@@ -280,23 +278,8 @@ def build_critic(cfg, tokenizer):
 
 
 def run(ctx: RunContext) -> dict:
-    cfg, s, p = ctx.cfg, ctx.strategy, ctx.cfg.ppo
-    from omegaconf import OmegaConf
-
-    from rlhf_cli.rollout.rewards import build_reward
-
-    tokenizer = load_tokenizer(cfg.model)
-    reward = build_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))
-    d = cfg.data
-    prompts, st = load_prompt_data(d.path, d, tokenizer, max_prompt_tokens=d.max_length - p.max_new_tokens,
-                                   limit=d.limit)
-    per_step = p.prompts_per_step * s.world_size
-    total = (cfg.train.max_steps if cfg.train.max_steps > 0
-             else max(1, math.ceil(cfg.train.epochs * len(prompts) / per_step)))
-    ctx.log(f"PPO data: {st.records} records ({st.skipped} bad, {st.too_long} over the prompt budget) -> "
-            f"{len(prompts)} prompts; {per_step} prompts x {p.num_generations} responses per step, {total} steps; "
-            f"rewards {reward}; critic from {cfg.critic.init}; precision {s.precision}, {s.world_size} "
-            f"process(es), ZeRO-{cfg.engine.zero_stage}")
+    cfg, s, p, d = ctx.cfg, ctx.strategy, ctx.cfg.ppo, ctx.cfg.data
+    tokenizer, reward, prompts, total = setup_rl(ctx, p, extra=f"; critic from {cfg.critic.init}")
     ref = s.prepare_frozen(load_reference(cfg, tokenizer), offload=cfg.ref.offload)
     optimizer_steps = total * p.epochs * p.mini_batches
     actor = s.prepare(load_causal_lm(cfg.model, tokenizer), optimizer_steps, name="actor")
