@@ -11,6 +11,7 @@ Layout of one checkpoint (written by ``Strategy.save_checkpoint`` through a tmp 
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import List, Optional
 
@@ -39,3 +40,12 @@ def checkpoint_dir(root: Path, step: int) -> Path:
 def latest_checkpoint(root: Path) -> Optional[Path]:
     steps = list_checkpoints(root)
     return checkpoint_dir(root, steps[-1]) if steps else None
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """A write that failed for lack of space (or a file-size limit): an OSError, or the errors torch.save's
+    C++ writer ("file write failed") and safetensors ("File too large", "No space left") raise."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    msg = str(e)
+    return any(s in msg for s in ("file write failed", "No space left", "File too large", "Disk quota"))

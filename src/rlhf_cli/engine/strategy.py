@@ -9,7 +9,6 @@ torch.distributed (a test enforces it); cf. OpenRLHF's DeepspeedStrategy.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from typing import Any, Dict, Iterable, List
 
 import torch
 
-from rlhf_cli.engine.checkpoints import TRAINER_STATE, checkpoint_dir, list_checkpoints
+from rlhf_cli.engine.checkpoints import TRAINER_STATE, checkpoint_dir, is_disk_full, list_checkpoints
 from rlhf_cli.engine.ds_config import (
     build_ds_config,
     build_frozen_ds_config,
@@ -204,8 +203,8 @@ class Strategy:
             self.barrier()
             if self.is_main:
                 (tmp / TRAINER_STATE).write_text(json.dumps({**state, "step": step}, indent=2))
-        except (OSError, RuntimeError) as e:
-            if not _is_disk_full(e):
+        except Exception as e:
+            if not is_disk_full(e):
                 raise
             raise self._disk_full(root, final, tmp) from None
         if self.is_main:
@@ -266,15 +265,6 @@ class Strategy:
                 cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
                 if cuda:
                     torch.cuda.set_rng_state_all(cuda)
-
-
-def _is_disk_full(e: BaseException) -> bool:
-    """A write that failed for lack of space (or a file-size limit): OSError from Python, or the
-    RuntimeError torch.save's C++ writer raises ("file write failed")."""
-    if isinstance(e, OSError):
-        return e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-    msg = str(e)
-    return "write failed" in msg or "No space left" in msg or "File too large" in msg
 
 
 class OffloadedModel(torch.nn.Module):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from rlhf_cli.engine.checkpoints import list_checkpoints
+from rlhf_cli.engine.checkpoints import is_disk_full, list_checkpoints
 from rlhf_cli.errors import RunDirError
 
 if TYPE_CHECKING:
@@ -191,7 +191,18 @@ def export_final(ctx: RunContext, engine, tokenizer, extra_files: Optional[Dict[
     state_dict = engine.consolidated_state_dict()
     final = ctx.out / subdir
     if ctx.strategy.is_main:
-        save_hf_model(engine.module, state_dict, tokenizer, final)
+        try:
+            save_hf_model(engine.module, state_dict, tokenizer, final)
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            import shutil
+
+            shutil.rmtree(final.parent / f".{final.name}.tmp", ignore_errors=True)
+            last = ctx.latest_checkpoint(required=False)
+            keep = f"{last} is intact; free space and rerun to resume from it" if last else "no checkpoint was written"
+            free = shutil.disk_usage(ctx.out).free / 1e6
+            raise RunDirError(f"{final}: out of disk space ({free:.0f} MB free) while exporting; {keep}") from None
         for name, text in (extra_files or {}).items():
             (final / name).write_text(text)
     ctx.strategy.barrier()
