@@ -44,8 +44,10 @@ def latest_checkpoint(root: Path) -> Optional[Path]:
 
 def is_disk_full(e: BaseException) -> bool:
     """A write that failed for lack of space (or a file-size limit): an OSError, or the errors torch.save's
-    C++ writer ("file write failed") and safetensors ("File too large", "No space left") raise."""
+    C++ zip writer ("file write failed", or "unexpected pos" after a short write) and safetensors ("File too
+    large", "No space left") raise."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return True
     msg = str(e)
-    return any(s in msg for s in ("file write failed", "No space left", "File too large", "Disk quota"))
+    return any(s in msg for s in ("file write failed", "unexpected pos", "No space left", "File too large",
+                                  "Disk quota"))
