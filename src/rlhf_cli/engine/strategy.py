@@ -165,7 +165,7 @@ class Strategy:
         model.requires_grad_(False)
         model.eval()
         if offload:
-            return OffloadedModel(model.to(device="cpu", dtype=torch.float32))
+            return OffloadedModel(model.to(device="cpu", dtype=torch.float32)).eval()
         if self.zero3_sharded:
             import deepspeed
 
