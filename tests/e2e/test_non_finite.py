@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 def test_diverging_run_stops_with_one_line_and_keeps_only_good_checkpoints(tmp_path):
     out = tmp_path / "run"
-    proc = rlhf(["train", "sft", *TINY, "data.limit=64", "data.max_length=64", "train.micro_batch_size=2",
+    proc = rlhf(["train", "sft", *TINY, "data.limit=32", "train.micro_batch_size=2",
                  "optim.lr=1e30", "optim.max_grad_norm=0", "optim.scheduler=constant", "train.max_steps=4",
                  "train.save_every=1", "train.keep_checkpoints=10", "train.eval_every=0", f"output_dir={out}"],
                 check=False)

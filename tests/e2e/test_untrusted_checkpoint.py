@@ -9,7 +9,7 @@ import torch
 from helpers import TINY, rlhf
 
 pytestmark = pytest.mark.e2e
-ARGS = ["train", "sft", *TINY, "data.limit=64", "data.max_length=64", "train.micro_batch_size=2",
+ARGS = ["train", "sft", *TINY, "data.limit=32", "train.micro_batch_size=2",
         "train.max_steps=4", "train.save_every=2", "train.eval_every=0"]
 
 
@@ -59,3 +59,21 @@ def test_malicious_checkpoint_file_is_refused_not_run(checkpointed, tmp_path, vi
     assert len(errors) == 1 and str(path) in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (out / "final").exists() and not (out / "checkpoints" / "step-4").exists()
+
+
+def test_malicious_dpo_reference_cache_is_refused_not_run(tmp_path):
+    """output_dir/ref_logps.pt (precomputed reference log-probs, reused by a rerun) is loaded as data only."""
+    from prefdata import pairs, write_jsonl
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs(16))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("stage: dpo\n")  # an earlier attempt that stopped after precomputing
+    marker = tmp_path / "pwned"
+    torch.save(Payload(marker), out / "ref_logps.pt")
+    proc = rlhf(["train", "dpo", *TINY, "data.max_length=64", "data.template=plain", "train.micro_batch_size=4",
+                 "train.max_steps=1", f"data.path={data}", f"output_dir={out}"], check=False)
+    assert not marker.exists(), "loading the reference cache executed code from the run dir"
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(out / "ref_logps.pt") in errors[0], proc.stderr[-2000:]

@@ -20,6 +20,7 @@ from rlhf_cli.algos.logprobs import token_logprobs
 from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, loss_spec
 from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.preference import PrefItem, collate_preferences
+from rlhf_cli.engine.safe_load import safe_torch_load
 from rlhf_cli.models.forward import lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.stages.common import fit
@@ -129,7 +130,7 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) ->
     for the same reference model and data (checked by key, never by shape alone)."""
     cache, key = ctx.out / "ref_logps.pt", reference_cache_key(ctx.cfg)
     if cache.exists():
-        saved = torch.load(cache)
+        saved = safe_torch_load(cache)  # data only: a run dir is untrusted
         if isinstance(saved, dict) and saved.get("key") == key:
             for items, values in zip(splits, saved["values"]):
                 for it, v in zip(items, values):
