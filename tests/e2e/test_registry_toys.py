@@ -13,7 +13,8 @@ from prefdata import pairs, write_jsonl
 
 pytestmark = pytest.mark.e2e
 SHORT = [*TINY, "train.max_steps=2", "train.save_every=0", "train.eval_every=0"]
-PREF = ["data.max_length=64", "data.template=plain", "train.micro_batch_size=4", "data.eval_fraction=0"]
+PREF = ["data.max_length=64", "data.template=plain", "train.micro_batch_size=4", "train.grad_accum=1",
+        "data.eval_fraction=0"]
 
 
 def run_cli(tmp_path, *commands):
