@@ -52,3 +52,26 @@ def interrupted_then_resumed(args: Sequence[str], out: Path, after_steps: int = 
     assert list((out / "checkpoints").glob("step-*")), "no checkpoint written on SIGTERM"
     assert not (out / "final").exists()
     rlhf([*args, f"output_dir={out}"])
+
+
+SCRIPTS = REPO / "tests" / "e2e" / "scripts"
+
+
+def run_script(script: str, args: Sequence[str], nproc: int = 1, timeout: int = 600,
+               env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run tests/e2e/scripts/SCRIPT with ARGS: as one plain process (nproc=1), or as ``nproc`` processes under
+    the deepspeed launcher (gloo on CPU), the way `rlhf train --nproc N` launches workers. Fails with the
+    output when the exit code is not 0."""
+    from rlhf_cli.engine.launch import free_port
+
+    cmd = [sys.executable, str(SCRIPTS / script), *args]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc), "--master_port",
+               str(free_port()), "--no_local_rank", str(SCRIPTS / script), *args]
+    threads = str(max(1, (os.cpu_count() or 1) // nproc))
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

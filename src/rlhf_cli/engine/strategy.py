@@ -27,6 +27,7 @@ from rlhf_cli.engine.ds_config import (
     resolve_precision,
 )
 from rlhf_cli.engine.launch import free_port
+from rlhf_cli.engine.safe_load import safe_torch_load
 from rlhf_cli.engine.train_engine import TrainEngine, lr_lambda, param_groups
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -165,7 +166,7 @@ class Strategy:
         model.requires_grad_(False)
         model.eval()
         if offload:
-            return OffloadedModel(model.to(device="cpu", dtype=torch.float32))
+            return OffloadedModel(model.to(device="cpu", dtype=torch.float32)).eval()
         if self.zero3_sharded:
             import deepspeed
 
@@ -259,7 +260,7 @@ class Strategy:
             version, state, gauss = json.loads(py_file.read_text())
             random.setstate((version, tuple(state), gauss))
         if pt_file.exists():
-            tensors = torch.load(pt_file, weights_only=True)
+            tensors = safe_torch_load(pt_file)  # one-line RunDirError naming the file if it holds code
             torch.set_rng_state(tensors["torch"])
             if self.cuda:
                 cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
