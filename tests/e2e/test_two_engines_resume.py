@@ -10,7 +10,7 @@ from helpers import run_script
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("nproc,engine", [(1, "zero2"), (2, "zero3")])  # ZeRO-2 on 2: covered by ppo e2e
+@pytest.mark.parametrize("nproc,engine", [(1, "zero2"), (2, "zero3")])  # (ZeRO-2 == ZeRO-3 on 2 processes: test_ppo.py)
 def test_actor_and_critic_resume_exactly(tmp_path, nproc, engine):
     out = tmp_path / "run"
     for mode in ("save", "resume"):
