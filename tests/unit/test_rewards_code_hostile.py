@@ -26,6 +26,7 @@ HOME = os.path.expanduser("~")
 TOKEN = f"rlhf{os.getpid()}x{int(time.time())}"
 PWNED = os.path.join(HOME, f"pwned_{TOKEN}")
 SURVIVOR = str(900000 + os.getpid() % 90000)  # `sleep SURVIVOR`: a process we can look for afterwards
+UNBLOCK_CTYPES = "for n in ('ctypes', '_ctypes', 'ctypes._endian'):\n    sys.modules.pop(n, None)\nimport ctypes\n"
 LIST_TESTS = ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]
 # every string reachable from the program's globals and loaded modules (where a pass marker would be)
 SCAN_STRINGS = ("import sys, os\nstrings = set()\n"
@@ -99,7 +100,7 @@ def hostile_table(port: int, secret_file: str):
         "bool_for_int": "def add(a, b):\n    return True",
         "nan_result": "def add(a, b):\n    return float('nan')",
         # --- the trainer: signals, processes ------------------------------------------------------
-        "ctypes_kill_parent": WRONG + "import sys, os\nsys.modules.pop('ctypes', None)\nimport ctypes\n"
+        "ctypes_kill_parent": WRONG + "import sys, os\n" + UNBLOCK_CTYPES + ""
         "libc = ctypes.CDLL(None)\np = os.getppid()\nfor _ in range(4):\n    try:\n"
         "        if b'python' in open('/proc/%d/cmdline' % p, 'rb').read():\n            libc.kill(p, 9)\n"
         "        p = int(open('/proc/%d/stat' % p).read().rsplit(')', 1)[1].split()[1])\n"
@@ -109,17 +110,19 @@ def hostile_table(port: int, secret_file: str):
         "fork_bomb": WRONG + "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
         "thread_bomb": WRONG + "import threading, time\nfor _ in range(10000):\n"
         "    threading.Thread(target=time.sleep, args=(100,)).start()",
-        "setsid_survivor": WRONG + "import sys\nsys.modules.pop('ctypes', None)\nimport ctypes\n"
+        "setsid_survivor": WRONG + "import sys\n" + UNBLOCK_CTYPES + ""
         "libc = ctypes.CDLL(None)\nif libc.fork() == 0:\n    libc.setsid()\n"
         f"    libc.execl(b'/bin/sleep', b'sleep', b'{SURVIVOR}', None)",
         "subprocess_sleep": WRONG + "import subprocess\n"
         f"subprocess.Popen(['sleep', '{SURVIVOR}'], start_new_session=True)",
         # --- secrets and files ----------------------------------------------------------------------
         "read_etc_shadow": attack("open('/etc/shadow').read()\nESCAPED = True"),
+        # /proc/PID/environ holds the environment a process was started with: any other process's
+        # (the trainer's above all) is a leak
         "read_parent_environ": attack("import os\nfor p in os.listdir('/proc'):\n    try:\n"
                                       "        env = open('/proc/%s/environ' % p, 'rb').read()\n"
                                       "    except OSError:\n        continue\n"
-                                      "    if b'RLHF_HOSTILE_SECRET' in env:\n"
+                                      "    if p.isdigit() and int(p) != os.getpid() and b'PATH=' in env:\n"
                                       "        ESCAPED = True"),
         "env_inherited": attack("import os\nESCAPED = 'RLHF_HOSTILE_SECRET' in os.environ"),
         "read_user_file": attack(f"ESCAPED = 'hunter2' in open({secret_file!r}).read()"),
