@@ -14,13 +14,18 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def fail(e: Exception, debug: bool) -> None:
+    """Every command's errors: one line on stderr (a traceback only with --debug). Our own errors
+    exit with their code (2 for config/data); anything unexpected exits 1 and names its type."""
     if debug:
         import traceback
 
         traceback.print_exc()
-    code = e.exit_code if isinstance(e, RlhfError) else 1
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(code)
+    if isinstance(e, RlhfError):
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code)
+    msg = " ".join(str(e).split())[:500]
+    typer.echo(f"error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
+    raise typer.Exit(1)
 
 
 @app.command(context_settings=EXTRA)
@@ -34,7 +39,7 @@ def train(ctx: typer.Context, stage: str = typer.Argument(..., help="sft | rm | 
 
     try:
         code = run_train(stage, ctx.args, dry_run=dry_run, nproc=nproc, hostfile=hostfile, debug=debug)
-    except (RlhfError, OSError) as e:
+    except Exception as e:
         fail(e, debug)
     raise typer.Exit(code)
 
@@ -57,7 +62,7 @@ def config(ctx: typer.Context, stage: str, debug: bool = typer.Option(False, "--
     try:
         recipe, overrides = split_args(ctx.args)
         typer.echo(to_yaml(compose(stage, recipe, overrides)), nl=False)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -68,7 +73,7 @@ def generate(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
     try:
         run_generate(ctx.args)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -79,7 +84,7 @@ def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
     try:
         run_chat(ctx.args)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -95,7 +100,7 @@ def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accura
     quiet_libraries(debug)
     try:
         typer.echo(json.dumps(get_eval(kind)(ctx.args), indent=2))
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -106,7 +111,7 @@ def setup():
 
     try:
         typer.echo(f"embedded model ready: {ensure_embedded_model()}")
-    except RlhfError as e:
+    except Exception as e:
         fail(e, False)
 
 
@@ -118,7 +123,7 @@ def quickstart(ctx: typer.Context, nproc: int = typer.Option(2, "--nproc"),
 
     try:
         code = run_quickstart(ctx.args, nproc, debug)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
     raise typer.Exit(code)
 
@@ -130,7 +135,7 @@ def bench(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
     try:
         run_bench(ctx.args)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 

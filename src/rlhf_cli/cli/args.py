@@ -1,7 +1,7 @@
 """Split `key=value` command-line words into the recipe (conf=...) and Hydra overrides."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rlhf_cli.errors import ConfigError
 
@@ -18,8 +18,9 @@ def split_args(words: Sequence[str]) -> Tuple[Optional[str], List[str]]:
     return recipe, overrides
 
 
-def parse_kv(words: Sequence[str], allowed: Dict[str, type], command: str) -> Dict[str, object]:
-    """Plain key=value options for non-training commands (generate, eval...), typed by ``allowed``."""
+def parse_kv(words: Sequence[str], allowed: Dict[str, Any], command: str) -> Dict[str, object]:
+    """Plain key=value options for non-training commands (generate, eval...), typed by ``allowed``:
+    ``{key: type}`` or ``{key: (type, Range)}`` for a number with an allowed range (config.ranges)."""
     from rlhf_cli.config.compose import closest
 
     out: Dict[str, object] = {}
@@ -29,9 +30,16 @@ def parse_kv(words: Sequence[str], allowed: Dict[str, type], command: str) -> Di
             raise ConfigError(f"{command}: expected key=value, got '{w}'")
         if key not in allowed:
             raise ConfigError(f"{command}: unknown key '{key}'{closest(key, allowed)}; keys: {', '.join(allowed)}")
-        typ = allowed[key]
+        typ, rng = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key], None)
+        if typ is bool:
+            if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ConfigError(f"{command}: {key}={value}: expected true or false")
+            out[key] = value.lower() in ("1", "true", "yes")
+            continue
         try:
-            out[key] = (value.lower() in ("1", "true", "yes")) if typ is bool else typ(value)
+            out[key] = typ(value)
         except ValueError:
             raise ConfigError(f"{command}: {key}={value}: expected {typ.__name__}") from None
+        if rng is not None and not rng.ok(out[key]):
+            raise ConfigError(f"{command}: {key}={value}: must be {rng.text()}")
     return out

@@ -4,7 +4,14 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+from rlhf_cli.cli.args import parse_kv
+from rlhf_cli.config.ranges import Range
 from rlhf_cli.errors import ConfigError
+
+# Options the benchmarks read (bench/*.py), with their allowed ranges.
+OPTIONS = {"seq": (int, Range(ge=8)), "steps": (int, Range(ge=1)), "micro_batch": (int, Range(ge=1)),
+           "prompts": (int, Range(ge=1)), "generations": (int, Range(ge=2)), "tokens": (int, Range(ge=1)),
+           "compile": bool}
 
 
 def run_bench(words: Sequence[str]) -> None:
@@ -16,7 +23,7 @@ def run_bench(words: Sequence[str]) -> None:
 
     quiet_libraries(False)
     names = [w for w in words if "=" not in w] or list(BENCHES)
-    opts = dict(w.split("=", 1) for w in words if "=" in w)
+    opts = parse_kv([w for w in words if "=" in w], OPTIONS, "bench")
     for n in names:
         if n not in BENCHES:
             raise ConfigError(f"unknown benchmark '{n}'; benchmarks: {', '.join(BENCHES)}")

@@ -4,10 +4,13 @@ from __future__ import annotations
 from typing import List, Sequence
 
 from rlhf_cli.cli.args import parse_kv
+from rlhf_cli.config.ranges import Range
 from rlhf_cli.errors import ConfigError
 
-OPTIONS = {"model": str, "prompt": str, "system": str, "max_new_tokens": int, "temperature": float,
-           "top_p": float, "seed": int}
+# key: type, or (type, allowed range) for numbers
+OPTIONS = {"model": str, "prompt": str, "system": str, "max_new_tokens": (int, Range(ge=1)),
+           "temperature": (float, Range(ge=0)),  # 0 = greedy
+           "top_p": (float, Range(gt=0, le=1)), "seed": (int, Range(ge=0, lt=2**32))}
 
 
 def load_for_generation(model: str):
@@ -15,12 +18,12 @@ def load_for_generation(model: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlhf_cli.models.dir_check import check_model_dir
     from rlhf_cli.models.embedded import ensure_embedded_model
-    from rlhf_cli.models.loading import resolve_model_dir
     from rlhf_cli.worker import quiet_libraries
 
     quiet_libraries(False)
-    path = ensure_embedded_model() if model == "smollm2-135m" else resolve_model_dir(model, key="model")
+    path = ensure_embedded_model() if model == "smollm2-135m" else check_model_dir(model, key="model", want="causal")
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()

@@ -9,9 +9,11 @@ import time
 from typing import Sequence
 
 from rlhf_cli.cli.args import parse_kv
+from rlhf_cli.config.ranges import Range
 
-OPTIONS = {"model": str, "data": str, "limit": int, "batch_size": int, "max_new_tokens": int,
-           "prompt_field": str, "answer_field": str, "prompt_template": str, "system": str, "show": int}
+OPTIONS = {"model": str, "data": str, "limit": (int, Range(ge=0)), "batch_size": (int, Range(ge=1)),
+           "max_new_tokens": (int, Range(ge=1)), "prompt_field": str, "answer_field": str,
+           "prompt_template": str, "system": str, "show": (int, Range(ge=0))}
 DEFAULT_TEMPLATE = "{prompt}\nThink step by step, then give the final answer as '#### <number>'."
 
 
@@ -31,6 +33,9 @@ def run(words: Sequence[str]) -> dict:
     o.update(parse_kv(words, OPTIONS, "eval gsm8k"))
     if "data" not in o:
         raise ConfigError("eval gsm8k: data=FILE is required (records with question + answer '... #### N')")
+    from rlhf_cli.data.readers import resolve_data_path
+
+    resolve_data_path(o["data"], key="data")
     lm, tok = load_for_generation(o["model"])
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

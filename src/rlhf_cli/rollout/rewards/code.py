@@ -350,6 +350,26 @@ def run_code(
 
 
 # --------------------------------------------------------------------------- reward
+def validate_code_options(*, timeout: float = 5.0, memory_mb: Optional[int] = 512, max_output_bytes: int = 1 << 20,
+                          max_processes: Optional[int] = 1, max_workers: int = 2, python: Optional[str] = None,
+                          unsafe: bool = False, **_: Any) -> None:
+    """Option checks shared by the factory and config-time validation (which starts no sandbox)."""
+    if not float(timeout) > 0:
+        raise RewardError(f"code: timeout must be > 0 seconds, got {timeout}")
+    if memory_mb is not None and int(memory_mb) < 64:
+        raise RewardError(f"code: memory_mb must be >= 64 (the interpreter needs it), got {memory_mb}")
+    if int(max_workers) < 1:
+        raise RewardError(f"code: max_workers must be >= 1, got {max_workers}")
+    if int(max_output_bytes) < 4096:
+        raise RewardError(f"code: max_output_bytes must be >= 4096, got {max_output_bytes}")
+    if max_processes is not None and int(max_processes) < 1:
+        raise RewardError(f"code: max_processes must be >= 1, got {max_processes}")
+    if not isinstance(unsafe, bool):
+        raise RewardError(f"code: unsafe must be true or false, got {unsafe!r}")
+    if python is not None and not (os.path.isfile(python) or shutil.which(python)):
+        raise RewardError(f"code: python interpreter {python!r} not found")
+
+
 @REWARDS.register("code")
 def make_code_reward(
     *,
@@ -366,21 +386,9 @@ def make_code_reward(
     """1.0 if the completion's code passes the record's ``tests`` (Python asserts as a string or a
     list, or stdin/stdout pairs; ``partial=true`` scores the fraction passing). ``unsafe=true`` runs
     without the OS sandbox where the platform cannot build one (never chosen silently)."""
+    validate_code_options(timeout=timeout, memory_mb=memory_mb, max_output_bytes=max_output_bytes,
+                          max_processes=max_processes, max_workers=max_workers, python=python, unsafe=unsafe)
     timeout = float(timeout)
-    if not timeout > 0:
-        raise RewardError(f"code: timeout must be > 0 seconds, got {timeout}")
-    if memory_mb is not None and int(memory_mb) < 64:
-        raise RewardError(f"code: memory_mb must be >= 64 (the interpreter needs it), got {memory_mb}")
-    if int(max_workers) < 1:
-        raise RewardError(f"code: max_workers must be >= 1, got {max_workers}")
-    if int(max_output_bytes) < 4096:
-        raise RewardError(f"code: max_output_bytes must be >= 4096, got {max_output_bytes}")
-    if max_processes is not None and int(max_processes) < 1:
-        raise RewardError(f"code: max_processes must be >= 1, got {max_processes}")
-    if not isinstance(unsafe, bool):
-        raise RewardError(f"code: unsafe must be true or false, got {unsafe!r}")
-    if python is not None and not (os.path.isfile(python) or shutil.which(python)):
-        raise RewardError(f"code: python interpreter {python!r} not found")
     python_exe = shutil.which(python) if python and not os.path.isfile(python) else python
     opts = dict(timeout=timeout, memory_mb=memory_mb, max_output_bytes=int(max_output_bytes),
                 max_processes=max_processes, partial=bool(partial), python=python_exe, unsafe=unsafe)
@@ -416,4 +424,7 @@ def make_code_reward(
             return list(ex.map(one, completions, tests))
 
     return code_reward
+
+
+make_code_reward.validate = validate_code_options  # config time: check options, start nothing
 

@@ -21,12 +21,16 @@ def _scorer_class():
     return RewardModelScorer
 
 
+def _validate(*, path: str, **_: Any) -> None:
+    if not isinstance(path, str) or not path:
+        raise RewardError("reward 'model': 'path' must name a reward model dir (e.g. runs/rm/final)")
+
+
 @REWARDS.register("model")
 def make_model_reward(*, path: str, batch_size: int = 8, device: str = "auto",
                       dtype: str = "auto") -> Callable[..., List[float]]:
     """Reward = the reward model's scalar score of (prompt, completion)."""
-    if not isinstance(path, str) or not path:
-        raise RewardError("reward 'model': 'path' must name a reward model dir (e.g. runs/rm/final)")
+    _validate(path=path)
     cls = _scorer_class()
     scorer: list = []
 
@@ -36,3 +40,6 @@ def make_model_reward(*, path: str, batch_size: int = 8, device: str = "auto",
         return list(scorer[0].score(list(prompts), list(completions)))
 
     return model_reward
+
+
+make_model_reward.validate = _validate  # config time: no weights are loaded
