@@ -57,11 +57,11 @@ def _opts(words: Sequence[str], command: str) -> dict:
 
 
 def run_generate(words: Sequence[str]) -> None:
-    import torch
-
-    opts = _opts(words, "generate")
+    opts = _opts(words, "generate")  # options first: a bad value is one line before torch loads
     if not opts.get("prompt"):
         raise ConfigError('generate: prompt="..." is required')
+    import torch
+
     torch.manual_seed(opts["seed"])
     lm, tok = load_for_generation(opts["model"])
     msgs = ([{"role": "system", "content": opts["system"]}] if opts["system"] else []) + [

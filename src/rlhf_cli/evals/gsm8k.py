@@ -18,15 +18,7 @@ DEFAULT_TEMPLATE = "{prompt}\nThink step by step, then give the final answer as 
 
 
 def run(words: Sequence[str]) -> dict:
-    import torch
-
-    from rlhf_cli.cli.generate import load_for_generation
-    from rlhf_cli.data.prompts import load_prompts, reward_fields
     from rlhf_cli.errors import ConfigError
-    from rlhf_cli.rollout.generate import generate
-    from rlhf_cli.rollout.rewards import build_reward
-    from rlhf_cli.rollout.sampling import SamplingParams
-    from rlhf_cli.stages.grpo import eos_ids
 
     o = {"model": "smollm2-135m", "limit": 0, "batch_size": 16, "max_new_tokens": 256, "prompt_field": "question",
          "answer_field": "answer", "prompt_template": DEFAULT_TEMPLATE, "system": "", "show": 0}
@@ -36,6 +28,15 @@ def run(words: Sequence[str]) -> dict:
     from rlhf_cli.data.readers import resolve_data_path
 
     resolve_data_path(o["data"], key="data")
+    import torch
+
+    from rlhf_cli.cli.generate import load_for_generation
+    from rlhf_cli.data.prompts import load_prompts, reward_fields
+    from rlhf_cli.rollout.generate import generate
+    from rlhf_cli.rollout.rewards import build_reward
+    from rlhf_cli.rollout.sampling import SamplingParams
+    from rlhf_cli.stages.grpo import eos_ids
+
     lm, tok = load_for_generation(o["model"])
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from .errors import RewardError
 
 CHILD = str(Path(__file__).with_name("_sandbox_child.py"))
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # probe()
+_CACHE_LOCK = threading.Lock()  # _python_paths() / _newroot(), called from the reward's worker threads
 _PROBED: Dict[str, Tuple[bool, str]] = {}
 _PATHS: Dict[str, List[str]] = {}
 _NEWROOT: List[str] = []
@@ -42,26 +43,34 @@ class BoxResult:
 
 def _python_paths(python: str) -> List[str]:
     """Directories the interpreter needs (its prefix: binary, libpython, stdlib), resolved."""
-    if python not in _PATHS:
-        code = "import sys, json; print(json.dumps([sys.base_prefix, sys.base_exec_prefix, sys.executable]))"
-        try:
-            out = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=30,
-                                 check=True).stdout
-            prefix, exec_prefix, exe = json.loads(out)
-        except (OSError, subprocess.SubprocessError, ValueError) as e:
-            raise RewardError(f"code: cannot run the sandbox interpreter {python}: {e}") from None
-        paths = {os.path.realpath(prefix), os.path.realpath(exec_prefix), os.path.dirname(os.path.realpath(exe))}
-        system = ("/usr", "/lib", "/lib64", "/lib32", "/bin")
-        _PATHS[python] = sorted(p for p in paths if p != "/" and not any(
-            p == s or p.startswith(s + "/") for s in system))
-    return _PATHS[python]
+    with _CACHE_LOCK:
+        if python not in _PATHS:
+            _PATHS[python] = _find_python_paths(python)
+        return _PATHS[python]
+
+
+def _find_python_paths(python: str) -> List[str]:
+    code = "import sys, json; print(json.dumps([sys.base_prefix, sys.base_exec_prefix, sys.executable]))"
+    try:
+        out = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=30,
+                             check=True).stdout
+        prefix, exec_prefix, exe = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        raise RewardError(f"code: cannot run the sandbox interpreter {python}: {e}") from None
+    paths = {os.path.realpath(prefix), os.path.realpath(exec_prefix), os.path.dirname(os.path.realpath(exe))}
+    system = ("/usr", "/lib", "/lib64", "/lib32", "/bin")
+    return sorted(p for p in paths if p != "/" and not any(p == s or p.startswith(s + "/") for s in system))
 
 
 def _newroot() -> str:
     """An empty directory the box mounts its tmpfs root on (inside its own mount namespace only)."""
-    if not _NEWROOT:
-        _NEWROOT.append(tempfile.mkdtemp(prefix="rlhf_box_"))
-    return _NEWROOT[0]
+    with _CACHE_LOCK:
+        if not _NEWROOT:
+            import atexit
+
+            _NEWROOT.append(tempfile.mkdtemp(prefix="rlhf_box_"))
+            atexit.register(lambda: os.path.isdir(_NEWROOT[0]) and os.rmdir(_NEWROOT[0]))
+        return _NEWROOT[0]
 
 
 def _read(f, limit: int) -> str:
