@@ -114,13 +114,11 @@ def test_plus_cannot_add_keys_the_schema_lacks(override):
 def test_cli_contract_for_config_dry_run_and_train(tmp_path):
     cases = [
         (["config", "sft", "+optim.foo=1"], "unknown key 'optim.foo'"),
-        (["config", "sft", "optim.lr=0"], "optim.lr=0.0: must be > 0"),
         (["train", "sft", "train.epochs=-1", "--dry-run"], "train.epochs=-1.0: must be > 0"),
         (["train", "sft", "train.save_every=-5", f"output_dir={tmp_path}/run"], "train.save_every=-5"),
         (["train", "sft", "--nproc", "0", "--dry-run"], "--nproc=0: must be >= 1"),
         (["train", "sft", "--hostfile", str(tmp_path / "nope"), "--dry-run"], "--hostfile="),
         (["generate", "prompt=hi", "temperature=-1"], "generate: temperature=-1: must be >= 0"),
-        (["generate", "prompt=hi", "max_new_tokens=-5"], "generate: max_new_tokens=-5: must be >= 1"),
         (["eval", "gsm8k", "data=x.jsonl", "batch_size=0"], "eval gsm8k: batch_size=0: must be >= 1"),
         (["bench", "sft", "steps=0"], "bench: steps=0: must be >= 1"),
     ]
@@ -184,15 +182,26 @@ def model_dirs(tmp_path_factory):
 def test_model_dir_errors_in_every_command(model_dirs, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"prompt": "hi", "chosen": "hello", "rejected": "go"}) + "\n")
-    cases = [
-        (["generate", f"model={model_dirs['broken']}", "prompt=hi"], "config.json:2: invalid JSON"),
-        (["generate", f"model={model_dirs['noweights']}", "prompt=hi"], "no weights in"),
+    from rlhf_cli.cli.generate import run_chat, run_generate
+    from rlhf_cli.evals.gsm8k import run as eval_gsm8k
+    from rlhf_cli.evals.rm_accuracy import run as eval_rm
+
+    in_process = [
+        (lambda: run_generate([f"model={model_dirs['broken']}", "prompt=hi"]), "config.json:2: invalid JSON"),
+        (lambda: run_generate([f"model={model_dirs['noweights']}", "prompt=hi"]), "no weights in"),
+        (lambda: run_chat([f"model={model_dirs['reward']}"]), "is a reward model"),
+        (lambda: eval_gsm8k([f"model={model_dirs['broken']}", f"data={data}"]), "invalid JSON"),
+        (lambda: eval_rm([f"model={model_dirs['noweights']}", f"data={data}"]), "no weights in"),
+        (lambda: compose("sft", None, [f"model.path={model_dirs['broken']}"]), "model.path="),
+        (lambda: compose("dpo", None, [f"ref.path={model_dirs['reward']}"]), "ref.path="),
+        (lambda: run_generate(["prompt=hi", "max_new_tokens=-5"]), "generate: max_new_tokens=-5: must be >= 1"),
+    ]
+    for call, expected in in_process:
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            call()
+    cases = [  # through the CLI: exit code 2 and exactly one line on stderr
         (["generate", f"model={model_dirs['reward']}", "prompt=hi"], "is a reward model"),
-        (["chat", f"model={model_dirs['reward']}"], "is a reward model"),
         (["eval", "rm-accuracy", f"model={model_dirs['causal']}", f"data={data}"], "is a causal LM, not a reward"),
-        (["eval", "gsm8k", f"model={model_dirs['broken']}", f"data={data}"], "invalid JSON"),
-        (["train", "sft", f"model.path={model_dirs['noweights']}", "--dry-run"], "model.path="),
-        (["config", "dpo", f"ref.path={model_dirs['reward']}"], "ref.path="),
     ]
     for args, expected in cases:
         proc = rlhf(args, check=False, timeout=300)
@@ -207,7 +216,7 @@ import pathlib
 pathlib.Path({marker!r}).write_text("plugin code ran")
 
 
-def score(prompts, completions, bonus=1.0, **fields):
+def score(prompts, completions, bonus=1.0):
     return [bonus] * len(completions)
 '''
 
