@@ -266,3 +266,12 @@ def test_config_never_starts_the_code_sandbox(monkeypatch):
         compose("grpo", None, ["reward.functions=[{name: code, timeout: 0}]"])
     with pytest.raises(ConfigError, match="did you mean 'timeout'"):
         compose("grpo", None, ["reward.functions=[{name: code, timout: 1}]"])
+
+
+def test_setup_error_is_one_line(tmp_path):
+    not_a_dir = tmp_path / "home-is-a-file"
+    not_a_dir.write_text("")
+    proc = rlhf(["setup"], check=False, timeout=300, env={"RLHF_HOME": str(not_a_dir)})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

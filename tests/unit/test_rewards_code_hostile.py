@@ -158,7 +158,7 @@ def _box_processes():
                 cmd = open(f"/proc/{p}/cmdline", "rb").read()
             except OSError:
                 continue
-            if b"_sandbox_child.py" in cmd or SURVIVOR.encode() in cmd:
+            if f"_sandbox_child.py\0--owner={os.getpid()}".encode() in cmd or SURVIVOR.encode() in cmd:
                 out.append(int(p))
     return out
 
@@ -255,3 +255,42 @@ def test_nothing_left_in_tmp():
     before = set(Path("/tmp").glob("rlhf_code_*"))
     run_code(WRONG + "open('/tmp/x', 'w').write('y')", TESTS)
     assert set(Path("/tmp").glob("rlhf_code_*")) == before
+
+
+def test_process_limit_binds():
+    """RLIMIT_NPROC binds inside the box (root drops to another uid, others lose capabilities):
+    with max_processes=3 at most 2 forks succeed, however many are tried."""
+    code = ("import os, time\ndef forks():\n    n = 0\n    for _ in range(20):\n        try:\n"
+            "            if os.fork() == 0:\n                time.sleep(30)\n                os._exit(0)\n"
+            "            n += 1\n        except OSError:\n            break\n    return n\n")
+    assert run_code(code, "assert forks() < 3", max_processes=3).score == 1.0
+    assert run_code(code, "assert forks() >= 1", max_processes=3).score == 1.0  # forking itself works
+    assert _box_processes() == []
+
+
+RICH_TESTS = [
+    # MBPP shape: both sides are calls; only the completion's call is asked of the sandbox
+    ("def common(a, b):\n    return list(set(a) & set(b))",
+     "assert set(common((3, 4, 5, 6), (5, 7, 4, 10))) == set((4, 5))"),
+    ("def root2():\n    return 2 ** 0.5", "assert math.isclose(root2(), 1.41421356, rel_tol=1e-6)"),
+    ("def root2():\n    return 2 ** 0.5", "assert abs(root2() - 1.414) < 1e-3"),
+    ("def pair():\n    return (1, [2, 3])", "assert pair() == (1, [2, 3]) and pair()[1][0] == 2"),
+    ("def words(s):\n    return s.split()", "assert len(words('a b c')) == 3 and sorted(words('b a')) == ['a', 'b']"),
+]
+# report the same value for every question (they cannot know the expected side: a forger that knew
+# it would be a program returning the right answer)
+FORGERS = [
+    "import builtins\nbuiltins.eval = lambda *a, **k: True",
+    "import sys\nsys.modules['__main__'].canon = lambda v, depth=0: 0",
+    "import json\n_d = json.dumps\njson.dumps = lambda o, **k: _d({'i': o['i'], 'v': {'__set__': []}})",
+]
+
+
+@pytest.mark.parametrize("good,tests", RICH_TESTS, ids=[t[:40] for _, t in RICH_TESTS])
+def test_rich_asserts_are_decided_in_the_parent(good, tests):
+    assert run_code(good, tests).score == 1.0
+    name = good.split("(")[0].split()[-1]
+    wrong = f"def {name}(*a, **k):\n    return None\n"
+    assert run_code(wrong, tests).score == 0.0
+    for forger in FORGERS:
+        assert run_code(wrong + forger, tests).score == 0.0, forger

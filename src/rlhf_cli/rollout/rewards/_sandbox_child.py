@@ -216,8 +216,9 @@ def box_main(job, root_parent):
 
 # ----------------------------------------------------------------- inside the box (untrusted from here)
 def canon(v, depth=0):
-    """Plain JSON value of ``v`` (tuples -> lists, sets -> {"__set__": sorted}); exact base types
-    only, so an int subclass with a custom __eq__ is reported as the int it holds."""
+    """Plain JSON value of ``v``; tuples, sets, dicts and non-finite floats are tagged
+    ({"__tuple__": [...]}, ...). Exact base types only, so an int subclass with a custom __eq__ is
+    reported as the int it holds."""
     if depth > 50:
         raise ValueError("nested too deep")
     if v is None or type(v) is bool or type(v) is str:
@@ -233,8 +234,10 @@ def canon(v, depth=0):
         return f
     if isinstance(v, str):
         return str.__str__(v)
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, list):
         return [canon(x, depth + 1) for x in v]
+    if isinstance(v, tuple):
+        return {"__tuple__": [canon(x, depth + 1) for x in v]}
     if isinstance(v, (set, frozenset)):
         items = [canon(x, depth + 1) for x in v]
         return {"__set__": sorted(items, key=lambda x: json.dumps(x, sort_keys=True))}
@@ -242,6 +245,28 @@ def canon(v, depth=0):
         return {"__dict__": sorted(([canon(k, depth + 1), canon(x, depth + 1)] for k, x in v.items()),
                                    key=lambda kv: json.dumps(kv[0], sort_keys=True))}
     raise TypeError("value of type %s is not plain data" % type(v).__name__)
+
+
+def decode(v, depth=0):
+    """The parent's inverse of :func:`canon`: JSON from the sandbox -> plain Python values (exact
+    built-in types only; anything malformed raises)."""
+    if depth > 60:
+        raise ValueError("nested too deep")
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if type(v) is list:
+        return [decode(x, depth + 1) for x in v]
+    if type(v) is dict and len(v) == 1:
+        (tag, inner), = v.items()
+        if tag == "__tuple__" and type(inner) is list:
+            return tuple(decode(x, depth + 1) for x in inner)
+        if tag == "__set__" and type(inner) is list:
+            return {decode(x, depth + 1) for x in inner}
+        if tag == "__dict__" and type(inner) is list:
+            return {decode(k, depth + 1): decode(x, depth + 1) for k, x in inner}
+        if tag == "__float__" and inner in ("nan", "inf", "-inf"):
+            return float(inner)
+    raise ValueError("not a value the sandbox encodes")
 
 
 def run_job(job):

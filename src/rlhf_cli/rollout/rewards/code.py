@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from . import sandbox
-from ._sandbox_child import canon
+from ._sandbox_child import decode
 from .errors import RewardError
 from .registry import REWARDS
 
@@ -64,14 +64,33 @@ def extract_code(text: Optional[str]) -> str:
 
 
 # --------------------------------------------------------------------------- test plans
+# What the PARENT evaluates of an assert: comparisons, boolean logic, cheap arithmetic, subscripts,
+# literals and these functions, applied to plain values. Everything else (calls of the completion's
+# functions, names it or the test setup defines, costly operators) is asked of the sandbox, whose
+# answers are plain data, so evaluating the rest here is bounded and cannot run the program's code.
+_SAFE_FUNCS = {f.__name__: f for f in (abs, round, len, sorted, set, frozenset, tuple, list, dict, min, max, sum,
+                                        float, int, str, bool, all, any, reversed)}
+_SAFE_MATH = ("isclose", "isfinite", "isnan", "isinf", "fabs", "floor", "ceil", "sqrt", "pi", "e", "inf")
+_RESIDUAL_NODES = (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp, ast.Call, ast.Constant, ast.Tuple,
+                   ast.List, ast.Set, ast.Dict, ast.Subscript, ast.Slice, ast.Name, ast.Attribute, ast.keyword,
+                   ast.IfExp, ast.Load, ast.cmpop, ast.boolop, ast.unaryop, ast.operator, ast.expr_context)
+_CHEAP_BINOPS = (ast.Add, ast.Sub, ast.Div, ast.FloorDiv, ast.Mod)
+
+
+def _math_ns():
+    import math
+    import types
+
+    return types.SimpleNamespace(**{n: getattr(math, n) for n in _SAFE_MATH})
+
+
 @dataclass
 class Check:
-    """One verdict decided in the parent: ``op`` applied to the reported value(s) and ``expected``."""
+    """One assert, decided in the parent: ``residual`` evaluated with ``__v<i>`` = the plain value the
+    sandbox reported for sub-expression ``i`` (or, for stdin/stdout tests, the expected output)."""
 
-    op: str  # "truthy" | "falsy" | a comparison name (Eq, NotEq, Lt, ..., In, NotIn, Is, IsNot)
-    refs: Tuple[int, ...]  # report indices this check reads (1 or 2)
-    expected: Any = None  # canonical plain value (literal side), when there is one
-    literal_left: bool = False  # the literal is the left operand (``5 == f(x)``)
+    residual: Any  # compiled expression (assert tests) | expected normalised stdout (io tests)
+    refs: Tuple[int, ...]  # report indices the check reads
     text: str = ""  # the assert, for the debug tail
 
 
@@ -90,13 +109,6 @@ class _Rename(ast.NodeTransformer):
         if node.id in self.names:
             return ast.copy_location(ast.Name(id=self.names[node.id], ctx=node.ctx), node)
         return node
-
-
-def _literal(node) -> Tuple[bool, Any]:
-    try:
-        return True, ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False, None
 
 
 def _inline_checkers(stmts: List[ast.stmt]) -> List[ast.stmt]:
@@ -124,6 +136,35 @@ def _inline_checkers(stmts: List[ast.stmt]) -> List[ast.stmt]:
     return out
 
 
+class _Splitter(ast.NodeTransformer):
+    """Keep what the parent may evaluate; replace every other sub-expression by ``__v<i>`` and ask the
+    sandbox for its value (the sandbox sees only those sub-expressions, never the expected side)."""
+
+    def __init__(self, ask):
+        self.ask = ask
+
+    def _keep(self, node) -> bool:
+        if not isinstance(node, _RESIDUAL_NODES):
+            return False
+        if isinstance(node, ast.Name):
+            return node.id in _SAFE_FUNCS or node.id in ("math", "True", "False", "None")
+        if isinstance(node, ast.BinOp):
+            return isinstance(node.op, _CHEAP_BINOPS)
+        if isinstance(node, ast.Attribute):
+            return isinstance(node.value, ast.Name) and node.value.id == "math" and node.attr in _SAFE_MATH
+        if isinstance(node, ast.Call):
+            f = node.func
+            return (isinstance(f, ast.Name) and f.id in _SAFE_FUNCS) or (
+                isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math"
+                and f.attr in _SAFE_MATH)
+        return True
+
+    def visit(self, node):
+        if isinstance(node, ast.expr) and not self._keep(node):
+            return ast.copy_location(ast.Name(id=f"__v{self.ask(node)}", ctx=ast.Load()), node)
+        return self.generic_visit(node)
+
+
 def plan_asserts(sources: Sequence[str]) -> Plan:
     steps: list = []
     checks: List[Check] = []
@@ -148,31 +189,11 @@ def plan_asserts(sources: Sequence[str]) -> Plan:
                                       f"{type(stmt).__name__} at line {stmt.lineno}")
                 steps.append(("exec", -1, ast.unparse(stmt)))
                 continue
-            t, text = stmt.test, ast.unparse(stmt.test)
-            if isinstance(t, ast.Compare) and len(t.ops) == 1:
-                op = type(t.ops[0]).__name__
-                left_lit, lv = _literal(t.left)
-                right_lit, rv = _literal(t.comparators[0])
-                if left_lit and right_lit:
-                    checks.append(Check(op, (), (_canon_expected(lv), _canon_expected(rv)), text=text))
-                elif right_lit:
-                    checks.append(Check(op, (ask(t.left),), _canon_expected(rv), text=text))
-                elif left_lit:
-                    checks.append(Check(op, (ask(t.comparators[0]),), _canon_expected(lv), True, text))
-                else:
-                    checks.append(Check(op, (ask(t.left), ask(t.comparators[0])), text=text))
-            elif isinstance(t, ast.UnaryOp) and isinstance(t.op, ast.Not):
-                checks.append(Check("falsy", (ask(t.operand),), text=text))
-            else:
-                checks.append(Check("truthy", (ask(t),), text=text))
+            first = n
+            residual = _Splitter(ask).visit(ast.Expression(body=stmt.test))
+            code = compile(ast.fix_missing_locations(residual), "<assert>", "eval")
+            checks.append(Check(code, tuple(range(first, n)), text=ast.unparse(stmt.test)))
     return Plan("expr", steps, checks)
-
-
-def _canon_expected(v: Any) -> Any:
-    try:
-        return canon(v)
-    except (TypeError, ValueError) as e:
-        raise RewardError(f"code reward: expected value {v!r} in the tests is not plain data ({e})") from None
 
 
 def plan_tests(tests: Tests) -> Plan:
@@ -191,7 +212,7 @@ def plan_tests(tests: Tests) -> Plan:
             if not isinstance(t.get("input", ""), str) or not isinstance(t.get("output"), str):
                 raise RewardError("code reward: stdin/stdout tests need string 'input' and 'output' fields")
             steps.append(t.get("input", ""))
-            checks.append(Check("stdout", (i,), _norm_output(t["output"]), text=f"stdin test {i}"))
+            checks.append(Check(_norm_output(t["output"]), (i,), text=f"stdin/stdout test {i}"))
         return Plan("io", steps, checks)
     if tests is None:
         return Plan("expr", [], [])
@@ -208,94 +229,31 @@ def _norm_output(text: str) -> str:
     return "\n".join(line.rstrip() for line in str(text).strip("\n").split("\n")).rstrip()
 
 
-def plain_equal(a: Any, b: Any) -> bool:
-    """Equality of plain JSON values, type-exact: bools are not numbers, ints and floats compare
-    by value (as Python's ``==``), lists/dicts element-wise."""
-    if type(a) is bool or type(b) is bool:
-        return type(a) is type(b) and a is b
-    if type(a) in (int, float) and type(b) in (int, float):
-        return a == b
-    if type(a) is not type(b):
-        return False
-    if type(a) is list:
-        return len(a) == len(b) and all(plain_equal(x, y) for x, y in zip(a, b))
-    if type(a) is dict:
-        return a.keys() == b.keys() and all(plain_equal(a[k], b[k]) for k in a)
-    if type(a) in (str, type(None)):
-        return a == b
-    return False
-
-
-def _truthy(v: Any) -> bool:
-    if type(v) is dict:  # encoded set / dict / special float
-        inner = next(iter(v.values()), None)
-        return bool(inner) if not isinstance(inner, str) else True
-    return bool(v)
-
-
-def _order(op: str, a: Any, b: Any) -> bool:
-    num = (int, float)
-    if type(a) in num and type(b) in num or type(a) is type(b) is str:
-        return {"Lt": a < b, "LtE": a <= b, "Gt": a > b, "GtE": a >= b}[op]
-    return False
-
-
-def _contains(item: Any, container: Any) -> bool:
-    if type(container) is str:
-        return type(item) is str and item in container
-    if type(container) is list:
-        return any(plain_equal(item, x) for x in container)
-    if type(container) is dict and set(container) == {"__set__"}:
-        return any(plain_equal(item, x) for x in container["__set__"])
-    if type(container) is dict and set(container) == {"__dict__"}:
-        return any(plain_equal(item, k) for k, _ in container["__dict__"])
-    return False
-
-
-def compare(op: str, a: Any, b: Any) -> bool:
-    if op == "Eq":
-        return plain_equal(a, b)
-    if op == "NotEq":
-        return not plain_equal(a, b)
-    if op in ("Lt", "LtE", "Gt", "GtE"):
-        return _order(op, a, b)
-    if op == "In":
-        return _contains(a, b)
-    if op == "NotIn":
-        return not _contains(a, b)
-    if op == "Is":
-        return (a is None or type(a) is bool) and plain_equal(a, b)
-    if op == "IsNot":
-        return (b is None or type(b) is bool) and not plain_equal(a, b)
-    return False
-
-
 def judge(plan: Plan, box: "sandbox.BoxResult") -> List[bool]:
     """One bool per check, from the values the sandbox reported (parent-side, never the child)."""
     bad = set(box.duplicates)
     verdicts = []
     for c in plan.checks:
-        vals = []
+        env: dict = {}
         for r in c.refs:
             got = box.results.get(r)
             if got is None or got[0] != "v" or r in bad:
                 break
-            vals.append(got[1])
+            try:
+                env[f"__v{r}"] = decode(got[1])
+            except (TypeError, ValueError, KeyError, RecursionError):
+                break
         else:
-            if c.op == "stdout":
-                verdicts.append(type(vals[0]) is str and _norm_output(vals[0]) == c.expected)
-            elif c.op == "truthy":
-                verdicts.append(_truthy(vals[0]))
-            elif c.op == "falsy":
-                verdicts.append(not _truthy(vals[0]))
-            elif not c.refs:  # literal op literal
-                verdicts.append(compare(c.op, *c.expected))
-            elif len(vals) == 2:
-                verdicts.append(compare(c.op, vals[0], vals[1]))
-            elif c.literal_left:
-                verdicts.append(compare(c.op, c.expected, vals[0]))
-            else:
-                verdicts.append(compare(c.op, vals[0], c.expected))
+            if plan.mode == "io":
+                out = env[f"__v{c.refs[0]}"]
+                verdicts.append(type(out) is str and _norm_output(out) == c.residual)
+                continue
+            try:
+                ns = {"__builtins__": {}, **_SAFE_FUNCS, "math": _math_ns(), "True": True, "False": False,
+                      "None": None}
+                verdicts.append(bool(eval(c.residual, ns, env)))  # noqa: S307 (plain data + whitelisted functions)
+            except Exception:
+                verdicts.append(False)
             continue
         verdicts.append(False)
     return verdicts

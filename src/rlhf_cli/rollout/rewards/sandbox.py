@@ -100,7 +100,7 @@ def run_box(code: str, mode: str, steps: list, *, timeout: float, memory_mb: Opt
         inp.seek(0)
         job_fd = rep.fileno()
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-        cmd = [python, "-I", "-S", "-B", "-X", "utf8", CHILD]
+        cmd = [python, "-I", "-S", "-B", "-X", "utf8", CHILD, f"--owner={os.getpid()}"]  # tag: ps, tests
         proc = subprocess.Popen(cmd, stdin=inp, stdout=out, stderr=err, env=env, cwd="/",
                                 start_new_session=True, close_fds=True, pass_fds=(job_fd,))
         try:
