@@ -46,7 +46,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.model.path is not None:
         from rlhf_cli.models.dir_check import check_model_dir
 
-        check_model_dir(cfg.model.path, key="model.path")
+        check_model_dir(cfg.model.path, key="model.path", strict=False)
     # Stage-specific checks: a schema class may define ``check(cfg)`` (e.g. GRPOConfig).
     stage_check = getattr(STAGES[cfg.stage].schema, "check", None) if cfg.stage in STAGES else None
     if stage_check is not None:

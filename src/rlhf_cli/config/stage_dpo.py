@@ -64,4 +64,4 @@ class DPOConfig(RunConfig):
         if cfg.ref.path:
             from rlhf_cli.models.dir_check import check_model_dir
 
-            check_model_dir(cfg.ref.path, key="ref.path", want="causal")
+            check_model_dir(cfg.ref.path, key="ref.path", want="causal", strict=False)

@@ -24,8 +24,10 @@ def is_reward_model(root: Path, cfg: dict) -> bool:
                                                           for a in archs)
 
 
-def check_model_dir(path: str, key: str = "model", want: Optional[str] = None) -> Path:
-    """The resolved model dir; ConfigError (one line) when it cannot be what ``want`` asks for."""
+def check_model_dir(path: str, key: str = "model", want: Optional[str] = None, strict: bool = True) -> Path:
+    """The resolved model dir; ConfigError (one line) when it cannot be what ``want`` asks for.
+    ``strict=False`` (compose time of a training run) checks config.json and the kind only; the
+    commands that load the model at once (generate, chat, eval) also require weights and tokenizer."""
     root = resolve_model_dir(path, key=key)
     cfg_file = root / "config.json"
     try:
@@ -36,11 +38,13 @@ def check_model_dir(path: str, key: str = "model", want: Optional[str] = None) -
         raise ConfigError(f"{key}={path}: {cfg_file}:{e.lineno}: invalid JSON ({e.msg})") from None
     except OSError as e:
         raise ConfigError(f"{key}={path}: cannot read {cfg_file}: {e.strerror}") from None
-    if not isinstance(cfg, dict) or not cfg.get("model_type"):
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{key}={path}: {cfg_file} is not a JSON object")
+    if strict and not cfg.get("model_type"):
         raise ConfigError(f"{key}={path}: {cfg_file} has no 'model_type' (not a Hugging Face model config)")
-    if not any((root / w).exists() for w in WEIGHTS):
+    if strict and not any((root / w).exists() for w in WEIGHTS):
         raise ConfigError(f"{key}={path}: no weights in {root} (expected {' or '.join(WEIGHTS[:2])})")
-    if not any((root / t).exists() for t in TOKENIZER):
+    if strict and not any((root / t).exists() for t in TOKENIZER):
         raise ConfigError(f"{key}={path}: no tokenizer files in {root} (tokenizer.json / tokenizer_config.json)")
     reward = is_reward_model(root, cfg)
     if want == "causal" and reward:
