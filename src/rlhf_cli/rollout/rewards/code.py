@@ -3,15 +3,18 @@ verdict in the trainer, where the code under test cannot reach it.
 
 How a score is decided (a policy searching for any output that scores 1 finds none):
 
-* The parent turns the tests into questions and keeps the answers. ``assert f(2, 3) == 5`` becomes
-  the expression ``f(2, 3)`` sent to the sandbox and the expected value ``5`` kept in the parent;
-  ``assert f(x)`` / ``assert not f(x)`` expect a true / false value; other comparisons
-  (``<``, ``in``, ``is None``, ...) are applied in the parent to the reported plain values.
-  stdin/stdout tests (``[{"input": ..., "output": ...}]`` or ``{"inputs": [...], "outputs": [...]}``)
-  send only the inputs; the parent compares the program's output.
-* The sandbox reports each expression's value as plain JSON on a file descriptor; the parent reads
-  it after every process of the sandbox is dead and compares values type-exactly (an int subclass
-  whose ``__eq__`` is always true is reported as the int it holds). There is no pass marker: exit
+* The parent turns the tests into questions and keeps the answers. Each assert is split: the
+  sub-expressions that need the program (calls of its functions, names it or the test setup
+  define) are sent to the sandbox as questions; the rest -- comparisons, boolean logic, cheap
+  arithmetic, literals and a few pure functions (``set``, ``sorted``, ``abs``, ``math.isclose``,
+  ...) -- stays in the parent. ``assert f(2, 3) == 5`` asks for ``f(2, 3)`` and keeps ``== 5``;
+  ``assert set(f(a)) == set((4, 5))`` asks for ``f(a)``; ``assert abs(g() - 1.41) < 1e-2`` asks
+  for ``g()``. stdin/stdout tests (``[{"input": ..., "output": ...}]`` or
+  ``{"inputs": [...], "outputs": [...]}``) send only the inputs; the parent compares the output.
+* The sandbox reports each question's value as plain JSON on a file descriptor; the parent reads
+  it after every process of the sandbox is dead, decodes it into exact built-in types (an int
+  subclass whose ``__eq__`` is always true is reported as the int it holds) and evaluates the kept
+  part of the assert on those values. There is no pass marker: exit
   codes, printed text, ``atexit`` handlers, replacing the test runner or emptying the test list
   only change which values get reported, and a value the program did not compute cannot match an
   expected value it never saw.
