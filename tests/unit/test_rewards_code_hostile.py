@@ -252,8 +252,10 @@ def test_code_reward_batch_of_64_speed(capsys):
 
 
 def test_nothing_left_in_tmp():
+    """Neither the box nor unsafe mode leaves a temp dir behind."""
     before = set(Path("/tmp").glob("rlhf_code_*"))
     run_code(WRONG + "open('/tmp/x', 'w').write('y')", TESTS)
+    run_code(WRONG + "open('x', 'w').write('y')", TESTS, unsafe=True)  # harmless program: no isolation here
     assert set(Path("/tmp").glob("rlhf_code_*")) == before
 
 

@@ -327,9 +327,11 @@ def flush_and_exit():
 
 def main_unsafe(job):
     """reward.code.unsafe=true: no namespaces (the user opted out); rlimits and a temp cwd only."""
+    import shutil
     import tempfile
 
-    os.chdir(tempfile.mkdtemp(prefix="rlhf_code_"))
+    work = tempfile.mkdtemp(prefix="rlhf_code_")
+    os.chdir(work)
     box = os.fork()
     if box == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -337,7 +339,10 @@ def main_unsafe(job):
         run_job(job)
         flush_and_exit()
     os.close(3)
-    wait_box(box, float(job["timeout"]))
+    code = wait_box(box, float(job["timeout"]))
+    os.chdir("/")
+    shutil.rmtree(work, ignore_errors=True)
+    os._exit(code)
 
 
 def wait_box(box, timeout):
@@ -358,10 +363,10 @@ def wait_box(box, timeout):
     if status is None:
         os.waitpid(box, 0)
         sys.stderr.write("sandbox: timed out\n")
-        os._exit(124)
+        return 124
     if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
-    os._exit(os.WEXITSTATUS(status))
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
 
 
 def main():
@@ -384,7 +389,7 @@ def main():
         run_job(job)
         flush_and_exit()
     os.close(3)
-    wait_box(box, float(job["timeout"]))
+    os._exit(wait_box(box, float(job["timeout"])))
 
 
 if __name__ == "__main__":
