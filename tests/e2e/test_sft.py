@@ -91,8 +91,10 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
 
 def test_dry_run_prints_config_and_launch_command(tmp_path):
     out = tmp_path / "dry"
-    proc = rlhf(["train", "sft", *TINY, f"output_dir={out}", "--nproc", "2", "--hostfile", "hosts.txt", "--dry-run"])
+    hosts = tmp_path / "hosts.txt"  # a missing --hostfile is an error (issue 9), so write one
+    hosts.write_text("localhost slots=2\n")
+    proc = rlhf(["train", "sft", *TINY, f"output_dir={out}", "--nproc", "2", "--hostfile", str(hosts), "--dry-run"])
     assert "stage: sft" in proc.stdout
-    assert "deepspeed.launcher.runner --hostfile hosts.txt --num_gpus 2" in proc.stdout
+    assert f"deepspeed.launcher.runner --hostfile {hosts} --num_gpus 2" in proc.stdout
     assert "--module --no_local_rank rlhf_cli.worker" in proc.stdout
     assert not out.exists()

@@ -31,7 +31,8 @@ def test_pass_and_fail():
     assert score(GOOD).score == 1.0
     bad = "```python\ndef add(a, b):\n    return a - b\n```"
     r = score(bad)
-    assert r.score == 0.0 and r.returncode != 0 and "AssertionError" in r.stderr
+    # the verdict is the parent's (the child's exit code decides nothing); it is explained in stderr
+    assert r.score == 0.0 and "AssertionError" in r.stderr
 
 
 def test_crash_and_syntax_error():
@@ -47,15 +48,18 @@ def test_infinite_loop_times_out():
 
 
 def test_fork_bomb_blocked_and_parent_fine():
+    # max_processes=1 is a kernel limit now (RLIMIT_NPROC in a user namespace): fork fails
     for code in ("import os\nwhile True:\n    os.fork()",
                  "import posix\nwhile True:\n    posix.fork()",
-                 "import subprocess\nsubprocess.run(['sleep', '100'])",
-                 "import os\nos.system('sleep 100')",
-                 "import multiprocessing"):
+                 "import subprocess\nsubprocess.run(['sleep', '100'])"):
         t0 = time.monotonic()
         r = score(code + "\n" + GOOD.split("```python\n")[1].split("```")[0])
         assert r.score == 0.0, code
         assert time.monotonic() - t0 < 3.0
+    # os.system reports the failed fork as a status instead of raising; the sleep never runs
+    t0 = time.monotonic()
+    score("import os\nos.system('sleep 100')\n" + GOOD.split("```python\n")[1].split("```")[0])
+    assert time.monotonic() - t0 < 3.0
     assert os.getpid() > 0 and score(GOOD).score == 1.0  # still healthy
 
 
@@ -81,7 +85,7 @@ def test_socket_blocked():
     code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
             "s.connect(('127.0.0.1', 9))\ndef add(a, b):\n    return a + b")
     assert score(code).score == 0.0
-    code2 = "import _socket\n_socket.socket()\ndef add(a, b):\n    return a + b"
+    code2 = "import _socket\n_socket.socket().connect(('127.0.0.1', 9))\ndef add(a, b):\n    return a + b"
     assert score(code2).score == 0.0
 
 
@@ -95,7 +99,7 @@ def test_output_flood_capped():
 def test_temp_dir_cwd_and_minimal_env(monkeypatch):
     monkeypatch.setenv("SECRET_TOKEN", "hunter2")
     code = ("import os\nassert 'SECRET_TOKEN' not in os.environ, 'leaked'\n"
-            "assert os.getcwd().split(os.sep)[-1].startswith('rlhf_code_')\n"
+            "assert os.getcwd() == '/tmp'\n"
             "open('scratch.txt', 'w').write('ok')\n"
             "def add(a, b):\n    return a + b")
     assert score(code).score == 1.0

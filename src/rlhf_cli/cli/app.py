@@ -14,13 +14,18 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def fail(e: Exception, debug: bool) -> None:
+    """Every command's errors: one line on stderr (a traceback only with --debug). Our own errors
+    exit with their code (2 for config/data); anything unexpected exits 1 and names its type."""
     if debug:
         import traceback
 
         traceback.print_exc()
-    code = e.exit_code if isinstance(e, RlhfError) else 1
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(code)
+    if isinstance(e, RlhfError):
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code)
+    msg = " ".join(str(e).split())[:500]
+    typer.echo(f"error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
+    raise typer.Exit(1)
 
 
 @app.command(context_settings=EXTRA)
@@ -34,7 +39,7 @@ def train(ctx: typer.Context, stage: str = typer.Argument(..., help="sft | rm | 
 
     try:
         code = run_train(stage, ctx.args, dry_run=dry_run, nproc=nproc, hostfile=hostfile, debug=debug)
-    except (RlhfError, OSError) as e:
+    except Exception as e:
         fail(e, debug)
     raise typer.Exit(code)
 
@@ -60,7 +65,7 @@ def config(ctx: typer.Context, stage: str, debug: bool = typer.Option(False, "--
         recipe, overrides = split_args(ctx.args)
         cfg = compose(stage, recipe, overrides)
         typer.echo(annotate_derived(annotate_choices(to_yaml(cfg)), cfg), nl=False)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -71,7 +76,7 @@ def generate(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
     try:
         run_generate(ctx.args)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -82,7 +87,7 @@ def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
     try:
         run_chat(ctx.args)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -103,7 +108,7 @@ def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accura
         if out:
             Path(out[-1]).write_text(text + "\n")
         typer.echo(text)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -114,7 +119,7 @@ def label(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
     try:
         run_label(ctx.args)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -126,7 +131,7 @@ def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="
 
     try:
         run_elo(ctx.args, as_json)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -138,7 +143,7 @@ def report(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
     try:
         run_report(ctx.args, as_json)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 
@@ -149,7 +154,7 @@ def setup():
 
     try:
         typer.echo(f"embedded model ready: {ensure_embedded_model()}")
-    except RlhfError as e:
+    except Exception as e:
         fail(e, False)
 
 
@@ -161,7 +166,7 @@ def quickstart(ctx: typer.Context, nproc: int = typer.Option(2, "--nproc"),
 
     try:
         code = run_quickstart(ctx.args, nproc, debug)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
     raise typer.Exit(code)
 
@@ -173,7 +178,7 @@ def bench(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
     try:
         run_bench(ctx.args)
-    except RlhfError as e:
+    except Exception as e:
         fail(e, debug)
 
 

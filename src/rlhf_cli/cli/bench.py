@@ -4,6 +4,14 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+from rlhf_cli.config.options import parse_kv
+from rlhf_cli.config.ranges import Range
+
+# Options the benchmarks read (bench/*.py), with their allowed ranges.
+OPTIONS = {"seq": (int, Range(ge=8)), "steps": (int, Range(ge=1)), "micro_batch": (int, Range(ge=1)),
+           "prompts": (int, Range(ge=1)), "generations": (int, Range(ge=2)), "tokens": (int, Range(ge=1)),
+           "epochs": (int, Range(ge=1)), "compile": bool}
+
 
 def run_bench(words: Sequence[str]) -> None:
     import torch
@@ -14,7 +22,7 @@ def run_bench(words: Sequence[str]) -> None:
 
     quiet_libraries(False)
     names = [w for w in words if "=" not in w] or BENCHES.names()
-    opts = dict(w.split("=", 1) for w in words if "=" in w)
+    opts = parse_kv([w for w in words if "=" in w], OPTIONS, "bench")
     benches = [get_bench(n) for n in names]  # unknown names fail before the long peak measurement
     peak = matmul_peak_gflops()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()} threads"

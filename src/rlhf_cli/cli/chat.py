@@ -13,10 +13,12 @@ import sys
 from typing import List, Sequence, TextIO
 
 from rlhf_cli.config.options import parse_kv
+from rlhf_cli.config.ranges import Range
 from rlhf_cli.errors import ConfigError
 
-OPTIONS = {"model": str, "system": str, "max_new_tokens": int, "temperature": float, "top_p": float, "seed": int}
-SETTABLE = {"temperature": float, "top_p": float, "max_new_tokens": int, "seed": int}
+SETTABLE = {"max_new_tokens": (int, Range(ge=1)), "temperature": (float, Range(ge=0)),  # 0 = greedy
+            "top_p": (float, Range(gt=0, le=1)), "seed": (int, Range(ge=0, lt=2**32))}
+OPTIONS = {"model": str, "system": str, **SETTABLE}
 HELP = ("/reset  forget the conversation | /system TEXT  set the system prompt | /set temperature=0.7 top_p=0.9 "
         "max_new_tokens=256 seed=1 | /history | /quit")
 

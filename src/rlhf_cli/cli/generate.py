@@ -4,11 +4,14 @@ from __future__ import annotations
 from typing import List, Sequence
 
 from rlhf_cli.cli.args import parse_kv
+from rlhf_cli.config.ranges import Range
 from rlhf_cli.errors import ConfigError
 from rlhf_cli.models.loading import load_for_generation
 
-OPTIONS = {"model": str, "prompt": str, "system": str, "max_new_tokens": int, "temperature": float,
-           "top_p": float, "seed": int}
+# key: type, or (type, allowed range) for numbers
+OPTIONS = {"model": str, "prompt": str, "system": str, "max_new_tokens": (int, Range(ge=1)),
+           "temperature": (float, Range(ge=0)),  # 0 = greedy
+           "top_p": (float, Range(gt=0, le=1)), "seed": (int, Range(ge=0, lt=2**32))}
 
 
 def chat_reply(lm, tok, messages: List[dict], max_new_tokens: int = 128, temperature: float = 0.0,
@@ -36,11 +39,11 @@ def _opts(words: Sequence[str], command: str) -> dict:
 
 
 def run_generate(words: Sequence[str]) -> None:
-    import torch
-
-    opts = _opts(words, "generate")
+    opts = _opts(words, "generate")  # options first: a bad value is one line before torch loads
     if not opts.get("prompt"):
         raise ConfigError('generate: prompt="..." is required')
+    import torch
+
     torch.manual_seed(opts["seed"])
     lm, tok = load_for_generation(opts["model"])
     msgs = ([{"role": "system", "content": opts["system"]}] if opts["system"] else []) + [

@@ -1,6 +1,7 @@
 """`rlhf train`: compose -> check output_dir -> write config.yaml -> launch."""
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Optional, Sequence
 
@@ -10,12 +11,36 @@ from rlhf_cli.cli.args import split_args
 from rlhf_cli.config.compose import compose, to_yaml
 
 
+def check_launch_options(nproc: Optional[int], hostfile: Optional[str]) -> None:
+    """--nproc and --hostfile: one line naming the option and what is allowed."""
+    from pathlib import Path
+
+    from rlhf_cli.errors import ConfigError
+
+    if nproc is not None and nproc < 1:
+        raise ConfigError(f"--nproc={nproc}: must be >= 1 (processes per node)")
+    if hostfile is not None:
+        p = Path(hostfile).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"--hostfile={hostfile}: file not found")
+        try:
+            lines = [ln.split("#")[0].strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--hostfile={hostfile}: cannot read it ({e})") from None
+        for i, ln in enumerate(lines, 1):
+            if ln and not re.fullmatch(r"\S+\s+slots=\d+", ln):
+                raise ConfigError(f"{hostfile}:{i}: expected 'HOSTNAME slots=N', got {ln!r}")
+        if not any(lines):
+            raise ConfigError(f"--hostfile={hostfile}: no hosts in it")
+
+
 def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[int], hostfile: Optional[str],
               debug: bool) -> int:
     from pathlib import Path
 
     from rlhf_cli.engine.launch import default_nproc, launch, launch_command
 
+    check_launch_options(nproc, hostfile)
     recipe, overrides = split_args(words)
     cfg = compose(stage, recipe, overrides)
     text = to_yaml(cfg)

@@ -136,8 +136,29 @@ def _validate(stage: str, cfg: DictConfig, source: str, *more: DictConfig) -> Di
     except ValidationError as e:
         key = getattr(e, "full_key", "?")
         raise ConfigError(f"{source}: key '{key}': {_short(e)}") from None
+    _reject_unknown(merged, source)
     OmegaConf.set_struct(merged, True)
     return merged
+
+
+def _reject_unknown(cfg: DictConfig, source: str, prefix: str = "") -> None:
+    """Every key of a schema-typed section must be a field of its dataclass. (``+key=`` overrides are
+    force-added by Hydra past struct mode and survive the merge; this is where they are caught.)"""
+    import dataclasses
+
+    schema = OmegaConf.get_type(cfg)
+    if dataclasses.is_dataclass(schema):
+        fields = {f.name for f in dataclasses.fields(schema)}
+        for key in cfg.keys():
+            if key not in fields:
+                full = f"{prefix}{key}"
+                valid = [f"{prefix}{f}" for f in fields]
+                raise ConfigError(f"{source}: unknown key '{full}'{closest(full, valid)} "
+                                  f"(the schema has no such field; '+' cannot add one)")
+    for key in cfg.keys():
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
+            _reject_unknown(node, source, f"{prefix}{key}.")
 
 
 def _absolutize(cfg: DictConfig) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from rlhf_cli.config.ranges import num
+
 MISSING = "???"
 
 
@@ -16,13 +18,13 @@ MISSING = "???"
 class TinyModelConfig:
     # Shape of the random Llama built in-process when model.name=tiny (tests, smoke runs).
     # It reuses the embedded model's real tokenizer, so the vocabulary is 49152.
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
+    hidden_size: int = num(64, ge=1)
+    intermediate_size: int = num(128, ge=1)
+    num_hidden_layers: int = num(2, ge=1)
+    num_attention_heads: int = num(4, ge=1)
+    num_key_value_heads: int = num(2, ge=1)
     # Seed for the random init, fixed so two processes (and reruns) build the same weights.
-    seed: int = 0
+    seed: int = num(0, ge=0)
 
 
 @dataclass
@@ -57,14 +59,14 @@ class FrozenModelConfig:
 @dataclass
 class EngineConfig:
     # DeepSpeed ZeRO stage: 0 (plain DDP), 1 (shard optimizer), 2 (+gradients), 3 (+parameters).
-    zero_stage: int = 2
+    zero_stage: int = num(2, ge=0, le=3)
     # Keep optimizer state in CPU memory (ZeRO-Offload). Slower; for models that do not fit.
     offload_optimizer: bool = False
     # Keep parameters in CPU memory (ZeRO-Infinity); needs zero_stage=3.
     offload_params: bool = False
     # Bucket size (elements) for gradient reduce / allgather; DeepSpeed's default is 5e8, smaller buckets
     # overlap better on small models.
-    bucket_size: int = 50_000_000
+    bucket_size: int = num(50_000_000, ge=1)
     # Communication backend: 'auto' = nccl on CUDA, gloo on CPU.
     backend: str = "auto"
 
@@ -72,42 +74,42 @@ class EngineConfig:
 @dataclass
 class OptimConfig:
     # Peak learning rate of AdamW.
-    lr: float = 2.0e-5
+    lr: float = num(2.0e-5, gt=0)
     # Decoupled weight decay (AdamW); 0 is the common choice for fine-tuning.
-    weight_decay: float = 0.0
+    weight_decay: float = num(0.0, ge=0)
     # Adam betas; 0.95 for beta2 is the usual LLM choice (stabler than 0.999).
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1.0e-8
+    betas: List[float] = num(lambda: [0.9, 0.95], ge=0, lt=1)
+    eps: float = num(1.0e-8, gt=0)
     # Learning-rate schedule after warmup: cosine | linear | constant.
     scheduler: str = "cosine"
     # Linear warmup steps (optimizer steps). If 0, warmup_ratio * total steps is used.
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.03
+    warmup_steps: int = num(0, ge=0)
+    warmup_ratio: float = num(0.03, ge=0, lt=1)
     # Final LR as a fraction of lr for cosine/linear decay.
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = num(0.1, ge=0, le=1)
     # Global gradient-norm clipping; 0 disables.
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = num(1.0, ge=0)
 
 
 @dataclass
 class TrainConfig:
     # Total optimizer steps; -1 = derive from epochs and the dataset size.
-    max_steps: int = -1
-    epochs: float = 1.0
+    max_steps: int = num(-1, ge=1, also=(-1,))
+    epochs: float = num(1.0, gt=0)
     # Rows per process per micro-step (a row is one packed or padded sequence of data.max_length tokens).
-    micro_batch_size: int = 4
+    micro_batch_size: int = num(4, ge=1)
     # Micro-steps accumulated per optimizer step. Global batch = micro_batch_size * grad_accum * processes.
-    grad_accum: int = 1
+    grad_accum: int = num(1, ge=1)
     # Log a metrics.jsonl line every N steps.
-    log_every: int = 1
+    log_every: int = num(1, ge=1)
     # Evaluate on the held-out split every N steps (0 = only at the end).
-    eval_every: int = 0
+    eval_every: int = num(0, ge=0)
     # Cap the number of eval batches per evaluation (0 = the whole split).
-    eval_max_batches: int = 0
+    eval_max_batches: int = num(0, ge=0)
     # Save a resumable checkpoint every N steps (0 = only on interruption and at the end).
-    save_every: int = 100
+    save_every: int = num(100, ge=0)
     # Keep the newest N checkpoints (older ones are deleted once a newer one is complete).
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = num(2, ge=1)
 
 
 @dataclass
@@ -131,11 +133,11 @@ class RunConfig:
     overwrite: bool = False
     # auto: resume from the newest checkpoint if output_dir has one; true: require one; false: refuse if any.
     resume: str = "auto"
-    seed: int = 42
+    seed: int = num(42, ge=0, lt=2**32)
     # auto = bf16 on GPUs that support it (else fp16), fp32 on CPU; or fp32 | bf16 | fp16.
     precision: str = "auto"
     # CPU threads per process; 0 = cores / processes on this node (more threads than cores halves speed).
-    threads: int = 0
+    threads: int = num(0, ge=0)
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from rlhf_cli.config.ranges import num
 from rlhf_cli.config.schema import FrozenModelConfig, RunConfig
 from rlhf_cli.config.stages import DataConfig
 from rlhf_cli.errors import ConfigError
@@ -27,56 +28,56 @@ class RolloutSection:
     """Sampling and policy-loss settings shared by the RL stages (grpo, ppo)."""
 
     # Prompts per process per step; each gets num_generations responses.
-    prompts_per_step: int = 4
+    prompts_per_step: int = num(4, ge=1)
     # Responses per prompt.
-    num_generations: int = 1
+    num_generations: int = num(1, ge=1)
     # Generation budget per response (tokens). data.max_length - this is the prompt budget.
-    max_new_tokens: int = 256
+    max_new_tokens: int = num(256, ge=1)
     # Sampling: temperature 1.0 keeps the rollout distribution the policy's own (on-policy ratios).
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
+    temperature: float = num(1.0, gt=0)
+    top_p: float = num(1.0, gt=0, le=1)
+    top_k: int = num(0, ge=0)
     # Responses stop once their text contains one of these strings (besides EOS).
     stop_strings: List[str] = field(default_factory=list)
     # Rows per generation forward (0 = all of this step's prompts x G at once).
-    generation_batch_size: int = 0
+    generation_batch_size: int = num(0, ge=0)
     # token_mean (DAPO, default) | seq_mean_token_mean (original GRPO) | seq_mean_token_sum_norm (Dr. GRPO).
     # token_mean: every generated token weighs the same, so long (often wrong) answers are not
     # under-penalised per token and short ones not over-rewarded, as with the per-sequence mean.
     loss_agg: str = "token_mean"
     # Clipped surrogate bounds: ratio in [1 - clip_low, 1 + clip_high]; 0.28 is DAPO's clip-higher
     # (more room for low-probability tokens to grow, against entropy collapse).
-    clip_low: float = 0.2
-    clip_high: float = 0.28
+    clip_low: float = num(0.2, ge=0, lt=1)
+    clip_high: float = num(0.28, ge=0)
     # Sequence positions per fp32 log-prob chunk (memory vs speed).
-    logprob_chunk_size: int = 1024
+    logprob_chunk_size: int = num(1024, ge=1)
 
 
 @dataclass
 class GRPOSection(RolloutSection):
     # G, responses per prompt. 8 for real runs (DeepSeekMath used 64); >= 2 (a group needs a baseline).
-    num_generations: int = 8
+    num_generations: int = num(8, ge=2)
     # Advantage estimator: grpo | dr_grpo | rloo (rlhf_cli.algos.advantages.ADVANTAGES).
     advantage: str = "grpo"
     # grpo only: divide by the std of the group (original), the batch, or not at all (Dr. GRPO).
     scale_rewards: str = "group"
-    adv_eps: float = 1.0e-4
+    adv_eps: float = num(1.0e-4, gt=0)
     # KL(policy || reference) penalty weight. 0 = none and NO reference model is loaded (common RLVR
     # practice: DAPO, Dr. GRPO); > 0 loads a frozen copy of the starting model.
-    kl_coef: float = 0.0
+    kl_coef: float = num(0.0, ge=0)
     # KL estimator: k3 (GRPO, Shao et al. 2024 eq. 4) | k1 | k2.
     kl_estimator: str = "k3"
     # mu: optimizer updates per batch of generations (old log-probs kept for the ratio). 1 = on-policy.
-    num_iterations: int = 1
+    num_iterations: int = num(1, ge=1)
     # DAPO dynamic sampling: drop groups whose rewards are all equal (zero advantage) and top the
     # batch up with new prompts, for at most max_resample_rounds extra generation rounds.
     dynamic_sampling: bool = False
-    max_resample_rounds: int = 3
+    max_resample_rounds: int = num(3, ge=0)
     # Responses cut at max_new_tokens: none | mask (excluded from the loss, DAPO overlong filtering) |
     # penalty (reward -= overlong_penalty, ramped over the last overlong_buffer tokens; DAPO soft punishment).
     overlong: str = "none"
-    overlong_penalty: float = 1.0
-    overlong_buffer: int = 0
+    overlong_penalty: float = num(1.0, ge=0)
+    overlong_buffer: int = num(0, ge=0)
 
 
 @dataclass
@@ -115,21 +116,17 @@ def micro_batches_per_update(cfg) -> int:
 
 def check_rollout(cfg, section: str) -> None:
     """Checks of the fields every RL stage shares (RolloutSection, data budget, reward functions)."""
-    g = cfg[section]
-    for key in ("prompts_per_step", "num_generations", "max_new_tokens"):
-        if g[key] < 1:
-            raise ConfigError(f"{section}.{key}={g[key]}: must be >= 1")
-    if g.clip_low < 0 or g.clip_high < 0 or g.temperature <= 0:
-        raise ConfigError(f"{section}.clip_low and clip_high must be >= 0 and {section}.temperature > 0")
+    g = cfg[section]  # (numeric ranges are declared on the fields)
     if cfg.data.max_length <= g.max_new_tokens:
         raise ConfigError(f"data.max_length={cfg.data.max_length} must exceed {section}.max_new_tokens="
                           f"{g.max_new_tokens} (the rest is the prompt budget)")
     from omegaconf import OmegaConf
 
-    from rlhf_cli.rollout.rewards import RewardError, build_reward
+    from rlhf_cli.rollout.rewards import RewardError
+    from rlhf_cli.rollout.rewards.registry import check_reward
 
-    try:
-        build_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))
+    try:  # names, options and plugin files are checked; no plugin code runs, no sandbox starts
+        check_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))
     except RewardError as e:
         raise ConfigError(f"reward.functions: {e}") from None
 
@@ -142,9 +139,3 @@ def check_grpo(cfg) -> None:
     for key, (value, options) in choices.items():
         if value not in options:
             raise ConfigError(f"{key}={value}: must be one of {', '.join(options)}")
-    if g.num_iterations < 1:
-        raise ConfigError(f"grpo.num_iterations={g.num_iterations}: must be >= 1")
-    if g.num_generations < 2:
-        raise ConfigError(f"grpo.num_generations={g.num_generations}: must be >= 2 (a group needs a baseline)")
-    if g.kl_coef < 0:
-        raise ConfigError(f"grpo.kl_coef={g.kl_coef}: must be >= 0")

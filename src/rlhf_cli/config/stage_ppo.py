@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from rlhf_cli.config.ranges import num
 from rlhf_cli.config.schema import FrozenModelConfig, OptimConfig, RunConfig
 from rlhf_cli.config.stage_grpo import PromptDataConfig, RewardSection, RolloutSection, check_rollout
 from rlhf_cli.errors import ConfigError
@@ -15,54 +16,54 @@ from rlhf_cli.errors import ConfigError
 class PPOSection(RolloutSection):
     # (prompts_per_step, num_generations, sampling, clip_low / clip_high, loss_agg: as in grpo.)
     # InstructGPT samples one response per prompt; several give more samples per prompt forward.
-    num_generations: int = 1
+    num_generations: int = num(1, ge=1)
     # Symmetric clipping, as in the PPO paper (Schulman et al. 2017) and InstructGPT.
-    clip_high: float = 0.2
+    clip_high: float = num(0.2, ge=0)
     # KL(policy || reference) penalty in the per-token reward, -kl_coef * KL_t (Ziegler et al. 2019);
     # the starting value when kl_controller=adaptive.
-    kl_coef: float = 0.05
+    kl_coef: float = num(0.05, ge=0)
     # Per-token KL estimator in the reward: k1 = log pi - log ref (InstructGPT, the N+ details) | k2 | k3.
     kl_estimator: str = "k1"
     # fixed | adaptive (Ziegler et al. 2019: kl_coef follows target_kl over kl_horizon samples).
     kl_controller: str = "fixed"
     # adaptive: the KL (summed over a response, averaged over responses) the controller aims for.
-    target_kl: float = 6.0
+    target_kl: float = num(6.0, gt=0)
     # adaptive: samples over which kl_coef may change by at most +-20%.
-    kl_horizon: int = 10000
+    kl_horizon: int = num(10000, ge=1)
     # GAE discount and lambda (Schulman et al. 2016). gamma 1.0: episodes are one response long.
-    gamma: float = 1.0
-    lam: float = 0.95
+    gamma: float = num(1.0, ge=0, le=1)
+    lam: float = num(0.95, ge=0, le=1)
     # Whiten advantages over the whole batch (all processes), as in every PPO for LMs.
     whiten_advantages: bool = True
     # Passes over each rollout, and mini-batches (= optimizer steps) per pass.
-    epochs: int = 4
-    mini_batches: int = 1
+    epochs: int = num(4, ge=1)
+    mini_batches: int = num(1, ge=1)
     # Clipped value loss: values kept within +-value_clip of the rollout's values (PPO2).
-    value_clip: float = 0.2
+    value_clip: float = num(0.2, gt=0)
     # Weight of the value loss (the critic is a separate model; this scales its loss).
-    vf_coef: float = 0.1
+    vf_coef: float = num(0.1, ge=0)
     # Entropy bonus weight (0 = off; costs a differentiable entropy over the vocabulary).
-    entropy_coef: float = 0.0
+    entropy_coef: float = num(0.0, ge=0)
     # Stop the remaining epochs of a step once the approx-KL of the policy to the rollout policy passes
     # this bound (0 = never).
-    target_approx_kl: float = 0.0
+    target_approx_kl: float = num(0.0, ge=0)
     # PPO-ptx (InstructGPT eq. 2): ptx_coef x the SFT loss on ptx_data mixed into each update. 0 = off
     # (no ptx batch is even built).
-    ptx_coef: float = 0.0
+    ptx_coef: float = num(0.0, ge=0)
     # SFT data for PPO-ptx (any SFT shape: messages, prompt/completion, text); needed when ptx_coef > 0.
     ptx_data: Optional[str] = None
     # --- against reward hacking (all off by default) ---
-    # EOS trick (Huang et al. 2024): a response that never ends gets this score instead of its own.
-    missing_eos_penalty: Optional[float] = None
+    # EOS trick (Huang et al. 2024): a response that never ends gets this score (<= 0) instead of its own.
+    missing_eos_penalty: Optional[float] = num(None, le=0)
     # Score -= length_penalty x (response tokens / max_new_tokens).
-    length_penalty: float = 0.0
+    length_penalty: float = num(0.0, ge=0)
     # none | running: scores normalised by a running mean/std over all steps (kept in checkpoints).
     reward_norm: str = "none"
     # Clip scores (after normalisation) to [-reward_clip, reward_clip]; null = no clipping.
-    reward_clip: Optional[float] = None
+    reward_clip: Optional[float] = num(None, gt=0)
     # Write a few prompt -> response -> reward samples to samples.jsonl every N steps (0 = never).
-    sample_every: int = 10
-    samples_per_write: int = 4
+    sample_every: int = num(10, ge=0)
+    samples_per_write: int = num(4, ge=1)
 
 
 @dataclass

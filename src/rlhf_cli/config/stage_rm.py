@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlhf_cli.config.ranges import num
 from rlhf_cli.config.schema import RunConfig
 from rlhf_cli.config.stages import DataConfig
 from rlhf_cli.errors import ConfigError
@@ -20,6 +21,8 @@ class PreferenceDataConfig(DataConfig):
     # response as the assistant turn) | plain (prompt text + response text + EOS). Message lists and HH
     # transcripts always use the chat template when template=chat.
     template: str = "chat"
+    # Tokens per prompt + response (redeclared: a pair needs room for a prompt and two answers).
+    max_length: int = num(512, ge=8)
     # Field names, for data whose columns are named differently.
     prompt_field: str = "prompt"
     chosen_field: str = "chosen"
@@ -43,7 +46,7 @@ class RMSection:
     # pairwise_from_ranking (InstructGPT: the mean over all K-choose-2 pairs of a ranking).
     loss: str = "bradley_terry"
     # Reward-centering auxiliary term lambda * (r_c + r_r)^2 (Eisenstein et al. 2023); 0 = off.
-    centering_coef: float = 0.0
+    centering_coef: float = num(0.0, ge=0)
     # Process RMs: text appended after each step; its last token is where the step is scored.
     step_delimiter: str = "\n"
     # Process RMs: solution score from step scores at inference: min | prod.
@@ -60,8 +63,6 @@ class RMConfig(RunConfig):
         check_preference_data(cfg)
         choose("rm.type", cfg.rm.type, ("outcome", "process"))
         choose("rm.aggregate", cfg.rm.aggregate, ("min", "prod"))
-        if cfg.rm.centering_coef < 0:
-            raise ConfigError(f"rm.centering_coef={cfg.rm.centering_coef}: must be >= 0")
         if cfg.rm.type == "process" and cfg.data.format not in ("auto", "process"):
             raise ConfigError(f"rm.type=process needs data.format=process (or auto), got {cfg.data.format}")
 
@@ -77,7 +78,5 @@ def choose(key: str, value, options) -> None:
 def check_preference_data(cfg) -> None:
     choose("data.format", cfg.data.format, PREFERENCE_FORMATS)
     choose("data.template", cfg.data.template, ("chat", "plain"))
-    if cfg.data.max_length < 8:
-        raise ConfigError(f"data.max_length={cfg.data.max_length}: must be >= 8")
 
 

@@ -8,6 +8,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Type
 
+from rlhf_cli.config.ranges import num
 from rlhf_cli.config.schema import MISSING, RunConfig
 
 
@@ -20,13 +21,13 @@ class DataConfig:
     path: str = MISSING
     # Held-out file; null = split eval_fraction of path off (deterministic by seed).
     eval_path: Optional[str] = None
-    eval_fraction: float = 0.05
+    eval_fraction: float = num(0.05, ge=0, lt=1)
     # Tokens per sequence (prompt + response); longer examples are truncated (counted in the metrics).
-    max_length: int = 512
+    max_length: int = num(512, ge=1)
     # Skip malformed records (with a count in the log) instead of stopping at the first one.
     skip_bad: bool = False
     # Use only the first N records of path (0 = all): quick experiments.
-    limit: int = 0
+    limit: int = num(0, ge=0)
     # Shuffle rows each epoch (seeded; resume reproduces the order).
     shuffle: bool = True
 

@@ -32,7 +32,7 @@ import torch
 
 from rlhf_cli.data.chat import render_messages, render_prompt, validate_messages
 from rlhf_cli.data.packing import IGNORE
-from rlhf_cli.data.readers import read_records
+from rlhf_cli.data.readers import BadRecord, read_records
 from rlhf_cli.errors import DataError
 
 HH_ASSISTANT = "\n\nAssistant:"
@@ -299,9 +299,11 @@ def load_preferences(path, d, tokenizer, kind: str, limit: int = 0, seed: int = 
     """Read + tokenise ``path``; bad records raise DataError(file:line) or are skipped+counted (skip_bad)."""
     enc = Encoder(tokenizer, d.template, d.max_length)
     stats, out = LoadStats(), []
-    for line, rec in read_records(path, limit=limit):
+    for line, rec in read_records(path, limit=limit, bad="yield"):
         stats.records += 1
         try:
+            if isinstance(rec, BadRecord):
+                raise rec
             items, cut = parse_record(rec, d, enc, kind, step_delimiter)
         except ValueError as e:
             if d.skip_bad:

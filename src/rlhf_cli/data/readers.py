@@ -49,23 +49,67 @@ def resolve_data_path(path: str, key: str = "data.path") -> Path:
     return resolved
 
 
-def _read_jsonl(path: Path, opener) -> Iterator[Tuple[int, Record]]:
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+class BadRecord(ValueError):
+    """A line that could not be read as a record (bad bytes, bad JSON, not an object, broken gzip).
+
+    ``read_records(..., bad="yield")`` yields it in place of the record so loaders count it like any
+    other bad record under ``data.skip_bad`` (``raise rec`` inside their per-record ``try``)."""
+
+
+def _gzip_error(e: Exception) -> str:
+    if isinstance(e, gzip.BadGzipFile):
+        return f"not a gzip file ({e})"
+    if isinstance(e, EOFError):
+        return "truncated gzip file (compressed stream ended early)"
+    return f"corrupt gzip data ({type(e).__name__}: {e})"
+
+
+def _read_jsonl(path: Path, gz: bool) -> Iterator[Tuple[int, Record]]:
+    import zlib
+
+    opener = gzip.open if gz else open
+    with opener(path, "rb") as f:
+        line_no = 0
+        while True:
+            try:
+                raw = f.readline()
+            except (EOFError, OSError, zlib.error) as e:
+                if not gz:
+                    raise
+                yield line_no + 1, BadRecord(_gzip_error(e))  # nothing after this can be read
+                return
+            if not raw:
+                return
+            line_no += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield line_no, BadRecord(f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+                continue
+            if line_no == 1:
+                line = line.lstrip("\ufeff")
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_no}: invalid JSON ({e.msg} at column {e.colno})") from None
+                yield line_no, BadRecord(f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
             if not isinstance(rec, dict):
-                raise DataError(f"{path}:{line_no}: a record must be a JSON object, got {type(rec).__name__}")
+                yield line_no, BadRecord(f"a record must be a JSON object, got {type(rec).__name__}")
+                continue
             yield line_no, rec
 
 
 def _read_json(path: Path) -> Iterator[Tuple[int, Record]]:
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if isinstance(data, dict):
@@ -77,7 +121,8 @@ def _read_json(path: Path) -> Iterator[Tuple[int, Record]]:
         raise DataError(f"{path}: expected a list of records")
     for i, rec in enumerate(data, start=1):
         if not isinstance(rec, dict):
-            raise DataError(f"{path}:record {i}: a record must be an object")
+            yield i, BadRecord(f"record {i} must be an object, got {type(rec).__name__}")
+            continue
         yield i, rec
 
 
@@ -98,21 +143,26 @@ def _read_table(path: Path) -> Iterator[Tuple[int, Record]]:
         yield i, dict(rec)
 
 
-def read_records(path: str | Path, limit: int = 0) -> Iterator[Tuple[int, Record]]:
-    """Yield (line, record) from any supported file; stop after ``limit`` records when > 0."""
+def read_records(path: str | Path, limit: int = 0, bad: str = "raise") -> Iterator[Tuple[int, Record]]:
+    """Yield (line, record) from any supported file; stop after ``limit`` records when > 0.
+
+    A line that cannot be read raises ``DataError("file:line: why")`` (``bad="raise"``) or is yielded
+    as a :class:`BadRecord` (``bad="yield"``) for the caller to skip and count or report."""
     path = resolve_data_path(str(path)) if isinstance(path, str) else path
     name = path.name.lower()
     if path.is_dir() or name.endswith(".parquet"):
         it = _read_table(path)
     elif name.endswith(".jsonl.gz") or name.endswith(".json.gz"):
-        it = _read_jsonl(path, gzip.open)
+        it = _read_jsonl(path, gz=True)
     elif name.endswith(".jsonl"):
-        it = _read_jsonl(path, open)
+        it = _read_jsonl(path, gz=False)
     elif name.endswith(".json"):
         it = _read_json(path)
     else:
         raise DataError(f"{path}: unsupported file type (use .jsonl, .jsonl.gz, .json, .parquet or a dataset dir)")
-    for n, item in enumerate(it):
+    for n, (line, rec) in enumerate(it):
         if limit and n >= limit:
             return
-        yield item
+        if isinstance(rec, BadRecord) and bad == "raise":
+            raise DataError(f"{path}:{line}: {rec}")
+        yield line, rec

@@ -51,12 +51,22 @@ def launch(config_path: Path, nproc: int, hostfile: Optional[str], debug: bool) 
     """Run the workers through the `deepspeed` launcher (the CLI runs a lone local worker in-process)."""
     cmd = launch_command(config_path, nproc, hostfile, free_port())
     proc = subprocess.Popen(cmd, env=launch_env(nproc, debug), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    try:
-        for line in proc.stdout:
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def pump(src, dst):  # workers' stdout -> stdout, their stderr (one-line errors) -> stderr
+        for line in src:
             if debug or not _NOISE.match(line):
-                sys.stdout.write(line)
-                sys.stdout.flush()
-        return proc.wait()
+                dst.write(line)
+                dst.flush()
+
+    import threading
+
+    err = threading.Thread(target=pump, args=(proc.stderr, sys.stderr), daemon=True)
+    err.start()
+    try:
+        pump(proc.stdout, sys.stdout)
+        code = proc.wait()
     except KeyboardInterrupt:  # the launcher forwards the signal; workers checkpoint and exit
-        return proc.wait()
+        code = proc.wait()
+    err.join(timeout=5)
+    return code

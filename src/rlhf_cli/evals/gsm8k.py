@@ -9,27 +9,33 @@ import time
 from typing import Sequence
 
 from rlhf_cli.config.options import parse_kv
+from rlhf_cli.config.ranges import Range
 
-OPTIONS = {"model": str, "data": str, "limit": int, "batch_size": int, "max_new_tokens": int,
-           "prompt_field": str, "answer_field": str, "prompt_template": str, "system": str, "show": int}
+OPTIONS = {"model": str, "data": str, "limit": (int, Range(ge=0)), "batch_size": (int, Range(ge=1)),
+           "max_new_tokens": (int, Range(ge=1)), "prompt_field": str, "answer_field": str,
+           "prompt_template": str, "system": str, "show": (int, Range(ge=0))}
 DEFAULT_TEMPLATE = "{prompt}\nThink step by step, then give the final answer as '#### <number>'."
 
 
 def run(words: Sequence[str]) -> dict:
-    import torch
-
-    from rlhf_cli.data.prompts import load_prompts, reward_fields
     from rlhf_cli.errors import ConfigError
-    from rlhf_cli.models.loading import load_for_generation
-    from rlhf_cli.rollout.generate import eos_ids, generate
-    from rlhf_cli.rollout.rewards import build_reward
-    from rlhf_cli.rollout.sampling import SamplingParams
 
     o = {"model": "smollm2-135m", "limit": 0, "batch_size": 16, "max_new_tokens": 256, "prompt_field": "question",
          "answer_field": "answer", "prompt_template": DEFAULT_TEMPLATE, "system": "", "show": 0}
     o.update(parse_kv(words, OPTIONS, "eval gsm8k"))
     if "data" not in o:
         raise ConfigError("eval gsm8k: data=FILE is required (records with question + answer '... #### N')")
+    from rlhf_cli.data.readers import resolve_data_path
+
+    resolve_data_path(o["data"], key="data")
+    import torch
+
+    from rlhf_cli.data.prompts import load_prompts, reward_fields
+    from rlhf_cli.models.loading import load_for_generation
+    from rlhf_cli.rollout.generate import eos_ids, generate
+    from rlhf_cli.rollout.rewards import build_reward
+    from rlhf_cli.rollout.sampling import SamplingParams
+
     lm, tok = load_for_generation(o["model"])
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

@@ -8,18 +8,25 @@ from types import SimpleNamespace
 from typing import List
 
 from rlhf_cli.config.options import parse_kv
+from rlhf_cli.config.ranges import Range
 from rlhf_cli.config.stage_rm import PreferenceDataConfig
 from rlhf_cli.errors import ConfigError
+
+OPTIONS = {"model": str, "data": str, "limit": (int, Range(ge=0)), "batch_size": (int, Range(ge=1)),
+           "skip_bad": bool}
 
 
 def run(words: List[str]) -> dict:
     from rlhf_cli.data.preference import load_preferences
+    from rlhf_cli.data.readers import resolve_data_path
+    from rlhf_cli.models.dir_check import check_model_dir
     from rlhf_cli.models.reward import RewardModelScorer
 
-    opts = parse_kv(words, {"model": str, "data": str, "limit": int, "batch_size": int, "skip_bad": bool},
-                    "eval rm-accuracy")
+    opts = parse_kv(words, OPTIONS, "eval rm-accuracy")
     if "model" not in opts or "data" not in opts:
         raise ConfigError("eval rm-accuracy: needs model=RUN_OR_MODEL_DIR and data=FILE")
+    check_model_dir(opts["model"], key="model", want="reward")
+    resolve_data_path(opts["data"], key="data")
     scorer = RewardModelScorer(opts["model"], batch_size=opts.get("batch_size", 8))
     d = SimpleNamespace(**{**PreferenceDataConfig(path=opts["data"]).__dict__,
                            "template": scorer.cfg["template"], "max_length": scorer.cfg["max_length"],

@@ -9,18 +9,7 @@ from typing import Dict, Optional
 import torch
 
 from rlhf_cli.errors import ConfigError
-
-
-def resolve_model_dir(path: str, key: str = "model.path") -> Path:
-    """A model dir, or a run dir whose final/ holds one; one-line ConfigError otherwise."""
-    p = Path(path).expanduser()
-    if (p / "final" / "config.json").exists():
-        return p / "final"
-    if (p / "config.json").exists():
-        return p
-    if not p.exists():
-        raise ConfigError(f"{key}={path}: no such directory")
-    raise ConfigError(f"{key}={path}: not a Hugging Face model dir (no config.json) nor a run dir with final/")
+from rlhf_cli.models.dir_check import resolve_model_dir  # noqa: F401  (re-exported)
 
 
 def model_source(mcfg) -> Path:
@@ -93,11 +82,12 @@ def load_for_generation(model: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlhf_cli.models.dir_check import check_model_dir
     from rlhf_cli.models.embedded import ensure_embedded_model
     from rlhf_cli.quiet import quiet_libraries
 
     quiet_libraries(False)
-    path = ensure_embedded_model() if model == "smollm2-135m" else resolve_model_dir(model, key="model")
+    path = ensure_embedded_model() if model == "smollm2-135m" else check_model_dir(model, key="model", want="causal")
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).eval()

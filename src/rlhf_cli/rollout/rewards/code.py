@@ -1,52 +1,51 @@
-"""``code`` reward: run the completion's Python code against the record's tests in a
-sandboxed subprocess.
+"""``code`` reward: run the completion's Python code against the record's tests, and decide the
+verdict in the trainer, where the code under test cannot reach it.
 
-Layers of protection (best effort -- this guards the trainer against crashes, hangs,
-memory/fork/output bombs, network use and early-exit reward hacks; it is *not* a
-security boundary against a determined attacker with code execution):
+How a score is decided (a policy searching for any output that scores 1 finds none):
 
-* a fresh ``python -I -B`` interpreter (isolated mode: no user site, no PYTHON* env),
-  ``stdin`` closed, a minimal environment (PATH only + HOME/TMPDIR in the temp dir), cwd
-  in a fresh temporary directory that is deleted afterwards;
-* resource limits set by the child's preamble before any user code runs: address space
-  (``memory_mb``), CPU seconds (timeout+1), file size (``max_output_bytes``, which also
-  caps the captured stdout/stderr), RLIMIT_NPROC (``max_processes``), no core dumps.
-  (Set in the child rather than in ``preexec_fn``, which is unsafe in a threaded parent.)
-* a ``reliability_guard``-style preamble that replaces ``os.fork``/``exec*``/``spawn*``/
-  ``system``/``kill``, ``subprocess.*``, ``_posixsubprocess.fork_exec``, destructive file
-  operations and socket creation with functions that raise;
-* when the parent runs as root (RLIMIT_NPROC does not apply to root) the child is run as
-  ``nobody`` if that user can start the interpreter (probed once; ``user=``);
-* ``unshare -n`` (or ``unshare -rn`` unprivileged) for a network namespace when it works
-  (probed once; ``network=``); never required;
-* a wall-clock timeout that SIGKILLs the whole process group (``start_new_session``);
-* a random sentinel printed after the tests: score 1 needs the sentinel *and* exit code 0,
-  so ``sys.exit(0)`` / ``os._exit(0)`` before the tests never counts as a pass.
+* The parent turns the tests into questions and keeps the answers. Each assert is split: the
+  sub-expressions that need the program (calls of its functions, names it or the test setup
+  define) are sent to the sandbox as questions; the rest -- comparisons, boolean logic, cheap
+  arithmetic, literals and a few pure functions (``set``, ``sorted``, ``abs``, ``math.isclose``,
+  ...) -- stays in the parent. ``assert f(2, 3) == 5`` asks for ``f(2, 3)`` and keeps ``== 5``;
+  ``assert set(f(a)) == set((4, 5))`` asks for ``f(a)``; ``assert abs(g() - 1.41) < 1e-2`` asks
+  for ``g()``. stdin/stdout tests (``[{"input": ..., "output": ...}]`` or
+  ``{"inputs": [...], "outputs": [...]}``) send only the inputs; the parent compares the output.
+* The sandbox reports each question's value as plain JSON on a file descriptor; the parent reads
+  it after every process of the sandbox is dead, decodes it into exact built-in types (an int
+  subclass whose ``__eq__`` is always true is reported as the int it holds) and evaluates the kept
+  part of the assert on those values. There is no pass marker: exit
+  codes, printed text, ``atexit`` handlers, replacing the test runner or emptying the test list
+  only change which values get reported, and a value the program did not compute cannot match an
+  expected value it never saw.
+* The program runs in an OS sandbox (:mod:`.sandbox`): its own user, PID, mount, network, IPC and
+  UTS namespaces; a read-only root holding only the interpreter and system libraries (no home, no
+  /etc, no /proc) and a small writable /tmp; a process limit that binds (another uid when the
+  trainer is root, no capabilities otherwise); address-space, CPU, file-size and open-file limits;
+  a wall-clock limit after which the whole namespace is killed. Where the platform cannot build it,
+  the reward refuses with one line naming the missing capability unless ``unsafe: true``.
 """
 from __future__ import annotations
 
+import ast
 import logging
-import math
 import os
 import re
-import secrets
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
+from . import sandbox
+from ._sandbox_child import decode
 from .errors import RewardError
 from .registry import REWARDS
 
 log = logging.getLogger(__name__)
 
-Tests = Union[str, Sequence[str], None]
+Tests = Union[str, Sequence[Any], dict, None]
 
 # --------------------------------------------------------------------------- extraction
 _FENCE_RE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -67,207 +66,214 @@ def extract_code(text: Optional[str]) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- child script
-_PREAMBLE = r'''
-import os as _rlhf_os
-def _rlhf_sandbox(mem_bytes, cpu_s, fsize, nproc):
-    import builtins, resource, shutil, subprocess, socket, _socket, posix, faulthandler
-    try:
-        import _posixsubprocess
-    except ImportError:
-        _posixsubprocess = None
-    def lim(res, v):
+# --------------------------------------------------------------------------- test plans
+# What the PARENT evaluates of an assert: comparisons, boolean logic, cheap arithmetic, subscripts,
+# literals and these functions, applied to plain values. Everything else (calls of the completion's
+# functions, names it or the test setup defines, costly operators) is asked of the sandbox, whose
+# answers are plain data, so evaluating the rest here is bounded and cannot run the program's code.
+_SAFE_FUNCS = {f.__name__: f for f in (abs, round, len, sorted, set, frozenset, tuple, list, dict, min, max, sum,
+                                        float, int, str, bool, all, any, reversed)}
+_SAFE_MATH = ("isclose", "isfinite", "isnan", "isinf", "fabs", "floor", "ceil", "sqrt", "pi", "e", "inf")
+_RESIDUAL_NODES = (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp, ast.Call, ast.Constant, ast.Tuple,
+                   ast.List, ast.Set, ast.Dict, ast.Subscript, ast.Slice, ast.Name, ast.Attribute, ast.keyword,
+                   ast.IfExp, ast.Load, ast.cmpop, ast.boolop, ast.unaryop, ast.operator, ast.expr_context)
+_CHEAP_BINOPS = (ast.Add, ast.Sub, ast.Div, ast.FloorDiv, ast.Mod)
+
+
+def _math_ns():
+    import math
+    import types
+
+    return types.SimpleNamespace(**{n: getattr(math, n) for n in _SAFE_MATH})
+
+
+@dataclass
+class Check:
+    """One assert, decided in the parent: ``residual`` evaluated with ``__v<i>`` = the plain value the
+    sandbox reported for sub-expression ``i`` (or, for stdin/stdout tests, the expected output)."""
+
+    residual: Any  # compiled expression (assert tests) | expected normalised stdout (io tests)
+    refs: Tuple[int, ...]  # report indices the check reads
+    text: str = ""  # the assert, for the debug tail
+
+
+@dataclass
+class Plan:
+    mode: str  # "expr" (assert tests) | "io" (stdin/stdout tests)
+    steps: list  # what the sandbox gets: [("exec"|"eval", idx, src)] or [stdin text]
+    checks: List[Check]
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, names):
+        self.names = names
+
+    def visit_Name(self, node):
+        if node.id in self.names:
+            return ast.copy_location(ast.Name(id=self.names[node.id], ctx=node.ctx), node)
+        return node
+
+
+def _inline_checkers(stmts: List[ast.stmt]) -> List[ast.stmt]:
+    """HumanEval shape: ``def check(candidate): assert candidate(...) == ...`` + ``check(f)`` -> the
+    asserts at top level with ``candidate`` renamed to ``f``."""
+    defs = {s.name: s for s in stmts if isinstance(s, ast.FunctionDef)
+            and any(isinstance(n, ast.Assert) for n in ast.walk(s))}
+    out: List[ast.stmt] = []
+    for s in stmts:
+        if isinstance(s, ast.FunctionDef) and s.name in defs:
+            continue
+        call = s.value if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) else None
+        if call is not None and isinstance(call.func, ast.Name) and call.func.id in defs:
+            fn = defs[call.func.id]
+            params = [a.arg for a in fn.args.args]
+            if call.keywords or len(call.args) != len(params) or not all(isinstance(a, ast.Name) for a in call.args):
+                raise RewardError(f"code reward: tests call {fn.name}() with arguments that are not plain names")
+            names = dict(zip(params, (a.id for a in call.args)))
+            for body_stmt in fn.body:
+                if isinstance(body_stmt, ast.Expr) and isinstance(body_stmt.value, ast.Constant):
+                    continue  # docstring
+                out.append(ast.fix_missing_locations(_Rename(names).visit(body_stmt)))
+            continue
+        out.append(s)
+    return out
+
+
+class _Splitter(ast.NodeTransformer):
+    """Keep what the parent may evaluate; replace every other sub-expression by ``__v<i>`` and ask the
+    sandbox for its value (the sandbox sees only those sub-expressions, never the expected side)."""
+
+    def __init__(self, ask):
+        self.ask = ask
+
+    def _keep(self, node) -> bool:
+        if not isinstance(node, _RESIDUAL_NODES):
+            return False
+        if isinstance(node, ast.Name):
+            return node.id in _SAFE_FUNCS or node.id in ("math", "True", "False", "None")
+        if isinstance(node, ast.BinOp):
+            return isinstance(node.op, _CHEAP_BINOPS)
+        if isinstance(node, ast.Attribute):
+            return isinstance(node.value, ast.Name) and node.value.id == "math" and node.attr in _SAFE_MATH
+        if isinstance(node, ast.Call):
+            f = node.func
+            return (isinstance(f, ast.Name) and f.id in _SAFE_FUNCS) or (
+                isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math"
+                and f.attr in _SAFE_MATH)
+        return True
+
+    def visit(self, node):
+        if isinstance(node, ast.expr) and not self._keep(node):
+            return ast.copy_location(ast.Name(id=f"__v{self.ask(node)}", ctx=ast.Load()), node)
+        return self.generic_visit(node)
+
+
+def plan_asserts(sources: Sequence[str]) -> Plan:
+    steps: list = []
+    checks: List[Check] = []
+    n = 0
+
+    def ask(node) -> int:
+        nonlocal n
+        steps.append(("eval", n, ast.unparse(node)))
+        n += 1
+        return n - 1
+
+    for src in sources:
         try:
-            soft, hard = resource.getrlimit(res)
-            if hard != resource.RLIM_INFINITY:
-                v = min(v, hard)
-            resource.setrlimit(res, (v, v))
-        except (ValueError, OSError):
-            pass
-    if mem_bytes:
-        lim(resource.RLIMIT_AS, mem_bytes)
-        lim(resource.RLIMIT_DATA, mem_bytes)
-    lim(resource.RLIMIT_CPU, cpu_s)
-    lim(resource.RLIMIT_FSIZE, fsize)
-    lim(resource.RLIMIT_CORE, 0)
-    if nproc is not None and hasattr(resource, "RLIMIT_NPROC"):
-        lim(resource.RLIMIT_NPROC, nproc)
-    faulthandler.disable()
-    def blocked(name):
-        def f(*a, **k):
-            raise PermissionError(name + " is disabled in the reward sandbox")
-        return f
-    for mod, prefix in ((_rlhf_os, "os."), (posix, "posix.")):
-        for n in ("fork", "forkpty", "vfork", "system", "popen", "kill", "killpg", "setsid",
-                  "setpgid", "setpgrp", "execl", "execle", "execlp", "execlpe", "execv", "execve",
-                  "execvp", "execvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv",
-                  "spawnve", "spawnvp", "spawnvpe", "posix_spawn", "posix_spawnp", "register_at_fork",
-                  "remove", "unlink", "rmdir", "removedirs", "rename", "renames", "replace",
-                  "truncate", "ftruncate", "chmod", "fchmod", "lchmod", "chown", "fchown", "lchown",
-                  "chroot", "setuid", "seteuid", "setreuid", "setresuid", "setgid",
-                  "link", "symlink", "mkfifo", "mknod", "pidfd_open"):
-            if hasattr(mod, n):
-                setattr(mod, n, blocked(prefix + n))
-    for n in ("Popen", "call", "run", "check_call", "check_output", "getoutput", "getstatusoutput"):
-        setattr(subprocess, n, blocked("subprocess." + n))
-    if _posixsubprocess is not None:
-        _posixsubprocess.fork_exec = blocked("_posixsubprocess.fork_exec")
-    for n in ("rmtree", "move", "chown"):
-        setattr(shutil, n, blocked("shutil." + n))
-    for mod in (socket, _socket):
-        for n in ("socket", "SocketType", "socketpair", "fromfd", "create_connection",
-                  "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex"):
-            if hasattr(mod, n):
-                setattr(mod, n, blocked("socket." + n))
-    import sys
-    for n in ("_posixsubprocess", "ctypes", "_ctypes", "multiprocessing", "pty"):
-        sys.modules[n] = None  # "import ctypes" -> ImportError
-    builtins.help = None
-'''
-
-_LIST_TESTS = r'''
-_rlhf_passed = 0
-for _rlhf_t in _rlhf_tests:
-    try:
-        _rlhf_exec(_rlhf_compile(_rlhf_t, "<test>", "exec"), globals())
-        _rlhf_passed += 1
-    except BaseException:
-        pass
-_rlhf_write(1, ("\n%s %d %d\n" % (_rlhf_sentinel, _rlhf_passed, len(_rlhf_tests))).encode())
-'''
+            tree = ast.parse(src)
+        except SyntaxError as e:
+            raise RewardError(f"code reward: tests do not parse: {e.msg} (line {e.lineno})") from None
+        for stmt in _inline_checkers(tree.body):
+            if not isinstance(stmt, ast.Assert):
+                if any(isinstance(x, ast.Assert) for x in ast.walk(stmt)):
+                    raise RewardError("code reward: tests may hold asserts only at top level (or in a "
+                                      "check(candidate) function called once); got one inside "
+                                      f"{type(stmt).__name__} at line {stmt.lineno}")
+                steps.append(("exec", -1, ast.unparse(stmt)))
+                continue
+            first = n
+            residual = _Splitter(ask).visit(ast.Expression(body=stmt.test))
+            code = compile(ast.fix_missing_locations(residual), "<assert>", "eval")
+            checks.append(Check(code, tuple(range(first, n)), text=ast.unparse(stmt.test)))
+    return Plan("expr", steps, checks)
 
 
-def build_script(code: str, tests: Tests, sentinel: str, *, memory_mb: Optional[int], cpu_s: int,
-                 max_output_bytes: int, max_processes: Optional[int]) -> str:
-    mem = int(memory_mb) * 1024 * 1024 if memory_mb else 0
-    parts = [
-        _PREAMBLE,
-        f"_rlhf_sandbox({mem}, {int(cpu_s)}, {int(max_output_bytes)}, {max_processes!r})",
-        "del _rlhf_sandbox",
-        "_rlhf_write, _rlhf_exec, _rlhf_compile = _rlhf_os.write, exec, compile",
-        f"_rlhf_sentinel = {sentinel!r}",
-    ]
-    if isinstance(tests, (list, tuple)):
-        parts.append(f"_rlhf_tests = {[str(t) for t in tests]!r}")
-    parts += ["# ---- completion ----", code, "", "# ---- tests ----"]
-    if isinstance(tests, (list, tuple)):
-        parts.append(_LIST_TESTS)
-    else:
-        parts.append(tests or "")
-        parts.append('\n_rlhf_write(1, ("\\n%s 1 1\\n" % _rlhf_sentinel).encode())')
-    return "\n".join(parts) + "\n"
+def plan_tests(tests: Tests) -> Plan:
+    """Turn a record's tests into what the sandbox is asked and what the parent checks."""
+    if isinstance(tests, dict):
+        if set(tests) >= {"inputs", "outputs"}:
+            ins, outs = tests["inputs"], tests["outputs"]
+            if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):
+                raise RewardError("code reward: tests {inputs, outputs} must be two lists of equal length")
+            tests = [{"input": i, "output": o} for i, o in zip(ins, outs)]
+        else:
+            raise RewardError(f"code reward: a tests mapping needs 'inputs' and 'outputs', got {sorted(tests)}")
+    if isinstance(tests, (list, tuple)) and tests and all(isinstance(t, dict) for t in tests):
+        steps, checks = [], []
+        for i, t in enumerate(tests):
+            if not isinstance(t.get("input", ""), str) or not isinstance(t.get("output"), str):
+                raise RewardError("code reward: stdin/stdout tests need string 'input' and 'output' fields")
+            steps.append(t.get("input", ""))
+            checks.append(Check(_norm_output(t["output"]), (i,), text=f"stdin/stdout test {i}"))
+        return Plan("io", steps, checks)
+    if tests is None:
+        return Plan("expr", [], [])
+    if isinstance(tests, str):
+        return plan_asserts([tests])
+    if isinstance(tests, (list, tuple)) and all(isinstance(t, str) for t in tests):
+        return plan_asserts(list(tests))
+    raise RewardError("code reward: tests must be Python asserts (a string or a list of strings) or "
+                      "stdin/stdout pairs ([{input, output}] or {inputs, outputs})")
 
 
-# --------------------------------------------------------------------------- sandbox setup
-@dataclass(frozen=True)
-class _Launch:
-    prefix: Tuple[str, ...]  # e.g. ("unshare", "-n")
-    user: Optional[Tuple[int, int]]  # (uid, gid) to switch to, or None
+# --------------------------------------------------------------------------- verdict (parent only)
+def _norm_output(text: str) -> str:
+    return "\n".join(line.rstrip() for line in str(text).strip("\n").split("\n")).rstrip()
 
 
-_LAUNCH_CACHE: Dict[Tuple[str, Any, Any], _Launch] = {}
-_LAUNCH_LOCK = threading.Lock()
-
-
-def _try(cmd: List[str], user: Optional[Tuple[int, int]]) -> bool:
-    tmp = tempfile.mkdtemp(prefix="rlhf_probe_")
-    try:
-        if user:
-            os.chown(tmp, user[0], user[1])
-        kw: Dict[str, Any] = {}
-        if user:
-            kw = dict(user=user[0], group=user[1], extra_groups=[])
-        r = subprocess.run(cmd, cwd=tmp, env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=20, **kw)
-        return r.returncode == 0
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return False
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _resolve_user(user: Any) -> Optional[Tuple[int, int]]:
-    if user in (None, False, "", "none", "off"):
-        return None
-    if not hasattr(os, "geteuid"):
-        return None
-    import pwd
-
-    if user == "auto":
-        if os.geteuid() != 0:
-            return None
-        try:
-            pw = pwd.getpwnam("nobody")
-        except KeyError:
-            return None
-        return (pw.pw_uid, pw.pw_gid)
-    try:
-        pw = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(str(user))
-    except KeyError:
-        raise RewardError(f"code: user {user!r} does not exist") from None
-    if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
-        raise RewardError(f"code: switching to user {user!r} needs root")
-    return (pw.pw_uid, pw.pw_gid)
-
-
-def resolve_launch(python: str, network: Any = "auto", user: Any = "auto") -> _Launch:
-    """Decide (once per combination) whether to drop to another user and use ``unshare``."""
-    key = (python, network, user)
-    with _LAUNCH_LOCK:
-        if key in _LAUNCH_CACHE:
-            return _LAUNCH_CACHE[key]
-        want_user = _resolve_user(user)
-        base = [python, "-I", "-B", "-c", "pass"]
-        uid = want_user
-        if want_user is not None and not _try(base, want_user):
-            if user != "auto":
-                raise RewardError(f"code: user {user!r} cannot run {python} (permissions?)")
-            log.warning("code reward: cannot run %s as 'nobody'; sandbox runs as the current user "
-                        "(fork protection relies on the in-process guard)", python)
-            uid = None
-        prefix: Tuple[str, ...] = ()
-        if network in (True, "auto", "unshare", "on"):
-            unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin")
-            for cand in (("-n",), ("-r", "-n")):
-                if unshare and _try([unshare, *cand, *base], uid):
-                    prefix = (unshare, *cand)
-                    break
-            if not prefix and network != "auto":
-                raise RewardError("code: network='unshare' requested but 'unshare -n' does not work here")
-        elif network not in (False, None, "off", "none", "guard"):
-            raise RewardError(f"code: network must be 'auto', 'unshare' or 'off', got {network!r}")
-        launch = _Launch(prefix=prefix, user=uid)
-        _LAUNCH_CACHE[key] = launch
-        return launch
+def judge(plan: Plan, box: "sandbox.BoxResult") -> List[bool]:
+    """One bool per check, from the values the sandbox reported (parent-side, never the child)."""
+    bad = set(box.duplicates)
+    verdicts = []
+    for c in plan.checks:
+        env: dict = {}
+        for r in c.refs:
+            got = box.results.get(r)
+            if got is None or got[0] != "v" or r in bad:
+                break
+            try:
+                env[f"__v{r}"] = decode(got[1])
+            except (TypeError, ValueError, KeyError, RecursionError):
+                break
+        else:
+            if plan.mode == "io":
+                out = env[f"__v{c.refs[0]}"]
+                verdicts.append(type(out) is str and _norm_output(out) == c.residual)
+                continue
+            try:
+                ns = {"__builtins__": {}, **_SAFE_FUNCS, "math": _math_ns(), "True": True, "False": False,
+                      "None": None}
+                verdicts.append(bool(eval(c.residual, ns, env)))  # noqa: S307 (plain data + whitelisted functions)
+            except Exception:
+                verdicts.append(False)
+            continue
+        verdicts.append(False)
+    return verdicts
 
 
 # --------------------------------------------------------------------------- execution
 @dataclass
 class ExecResult:
-    score: float  # 1/0, or passed/total with partial list tests
-    passed: bool  # sentinel seen, exit code 0 and every test passed
+    score: float  # 1/0, or passed/total with partial=true
+    passed: bool  # every test passed
     returncode: Optional[int]
     timed_out: bool
     n_passed: int
     n_total: int
     elapsed: float
     stdout: str  # tail, for debugging
-    stderr: str  # tail, for debugging
-
-
-def _read_tail(f, n: int) -> str:
-    f.flush()
-    size = f.seek(0, os.SEEK_END)
-    f.seek(max(0, size - n))
-    return f.read().decode("utf-8", errors="replace")
-
-
-def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
+    stderr: str  # tail, for debugging (ends with the parent's verdict on failed tests)
 
 
 def run_code(
@@ -280,73 +286,51 @@ def run_code(
     max_processes: Optional[int] = 1,
     partial: bool = False,
     python: Optional[str] = None,
-    network: Any = "auto",
-    user: Any = "auto",
+    unsafe: bool = False,
 ) -> ExecResult:
-    """Run ``code`` followed by ``tests`` in the sandbox; see the module docstring."""
-    python = python or sys.executable
-    launch = resolve_launch(python, network, user)
-    sentinel = "__RLHF_SANDBOX_DONE_" + secrets.token_hex(8)
-    is_list = isinstance(tests, (list, tuple))
-    script = build_script(code or "", tests, sentinel, memory_mb=memory_mb,
-                          cpu_s=int(math.ceil(timeout)) + 1, max_output_bytes=max_output_bytes,
-                          max_processes=max_processes)
-    tmp = tempfile.mkdtemp(prefix="rlhf_code_")
+    """Run ``code`` against ``tests`` in the OS sandbox; the verdict is decided here, in the parent."""
+    sandbox.require(python, unsafe)
+    plan = plan_tests(tests)
     t0 = time.monotonic()
-    rc: Optional[int] = None
-    timed_out = False
-    try:
-        path = os.path.join(tmp, "main.py")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(script)
-        os.chmod(path, 0o644)
-        kw: Dict[str, Any] = {}
-        if launch.user:
-            os.chown(tmp, *launch.user)
-            kw = dict(user=launch.user[0], group=launch.user[1], extra_groups=[])
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        # output goes to anonymous files (capped by RLIMIT_FSIZE), read back through our fds
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            cmd = [*launch.prefix, python, "-I", "-B", "-X", "utf8", path]
-            proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=err, start_new_session=True, close_fds=True, **kw)
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _killpg(proc.pid)
-                rc = proc.wait()
-            finally:
-                _killpg(proc.pid)  # stragglers left in the group
-            stdout = _read_tail(out, 64 * 1024)
-            stderr = _read_tail(err, 4 * 1024)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    elapsed = time.monotonic() - t0
-    n_passed, n_total = 0, (len(tests) if is_list else 1)
-    idx = stdout.rfind(sentinel + " ")
-    seen = False
-    if idx >= 0:
-        m = re.match(re.escape(sentinel) + r" (\d+) (\d+)", stdout[idx:])
-        if m:
-            seen = True
-            n_passed, n_total = int(m.group(1)), int(m.group(2))
-        stdout = stdout[:idx] + stdout[idx:].split("\n", 1)[-1] if m else stdout
-    ok = seen and rc == 0 and not timed_out
-    if not ok:
-        n_passed = 0
-    passed = ok and n_passed == n_total
-    if partial and is_list and ok:
-        score = n_passed / n_total if n_total else 1.0
-    else:
-        score = 1.0 if passed else 0.0
-    return ExecResult(score=score, passed=passed, returncode=rc, timed_out=timed_out,
-                      n_passed=n_passed, n_total=n_total, elapsed=elapsed,
-                      stdout=stdout[-2000:], stderr=stderr[-2000:])
+    box = sandbox.run_box(code or "", plan.mode, plan.steps, timeout=timeout, memory_mb=memory_mb,
+                          max_output_bytes=max_output_bytes, max_processes=max_processes or 1,
+                          python=python, unsafe=unsafe)
+    verdicts = judge(plan, box)
+    n_total = len(verdicts)
+    n_passed = sum(verdicts)
+    passed = n_total > 0 and n_passed == n_total
+    if n_total == 0:  # no tests: the program only has to run to the end without error
+        passed = box.returncode == 0 and not box.timed_out and not box.stderr.strip()
+        n_total, n_passed = 1, int(passed)
+    score = n_passed / n_total if partial else float(passed)
+    failed = [f"AssertionError: {c.text}" for c, ok in zip(plan.checks, verdicts) if not ok]
+    stderr = box.stderr + ("\n" + "\n".join(failed[:5]) if failed else "")
+    return ExecResult(score=score, passed=passed, returncode=box.returncode, timed_out=box.timed_out,
+                      n_passed=n_passed, n_total=n_total, elapsed=time.monotonic() - t0,
+                      stdout=box.stdout[-2000:], stderr=stderr[-2000:])
 
 
 # --------------------------------------------------------------------------- reward
+def validate_code_options(*, timeout: float = 5.0, memory_mb: Optional[int] = 512, max_output_bytes: int = 1 << 20,
+                          max_processes: Optional[int] = 1, max_workers: int = 2, python: Optional[str] = None,
+                          unsafe: bool = False, **_: Any) -> None:
+    """Option checks shared by the factory and config-time validation (which starts no sandbox)."""
+    if not float(timeout) > 0:
+        raise RewardError(f"code: timeout must be > 0 seconds, got {timeout}")
+    if memory_mb is not None and int(memory_mb) < 64:
+        raise RewardError(f"code: memory_mb must be >= 64 (the interpreter needs it), got {memory_mb}")
+    if int(max_workers) < 1:
+        raise RewardError(f"code: max_workers must be >= 1, got {max_workers}")
+    if int(max_output_bytes) < 4096:
+        raise RewardError(f"code: max_output_bytes must be >= 4096, got {max_output_bytes}")
+    if max_processes is not None and int(max_processes) < 1:
+        raise RewardError(f"code: max_processes must be >= 1, got {max_processes}")
+    if not isinstance(unsafe, bool):
+        raise RewardError(f"code: unsafe must be true or false, got {unsafe!r}")
+    if python is not None and not (os.path.isfile(python) or shutil.which(python)):
+        raise RewardError(f"code: python interpreter {python!r} not found")
+
+
 @REWARDS.register("code")
 def make_code_reward(
     *,
@@ -358,30 +342,24 @@ def make_code_reward(
     partial: bool = False,
     max_workers: int = 2,
     python: Optional[str] = None,
-    network: Any = "auto",
-    user: Any = "auto",
+    unsafe: bool = False,
 ) -> Callable[..., List[float]]:
-    """1.0 if the completion's code passes the record's ``tests`` (string of Python, or a
-    list of assert snippets; ``partial=true`` scores the fraction of list items passing)."""
+    """1.0 if the completion's code passes the record's ``tests`` (Python asserts as a string or a
+    list, or stdin/stdout pairs; ``partial=true`` scores the fraction passing). ``unsafe=true`` runs
+    without the OS sandbox where the platform cannot build one (never chosen silently)."""
+    validate_code_options(timeout=timeout, memory_mb=memory_mb, max_output_bytes=max_output_bytes,
+                          max_processes=max_processes, max_workers=max_workers, python=python, unsafe=unsafe)
     timeout = float(timeout)
-    if not timeout > 0:
-        raise RewardError(f"code: timeout must be > 0 seconds, got {timeout}")
-    if memory_mb is not None and int(memory_mb) < 64:
-        raise RewardError(f"code: memory_mb must be >= 64 (the interpreter needs it), got {memory_mb}")
-    if int(max_workers) < 1:
-        raise RewardError(f"code: max_workers must be >= 1, got {max_workers}")
-    if int(max_output_bytes) < 4096:
-        raise RewardError(f"code: max_output_bytes must be >= 4096, got {max_output_bytes}")
-    if python is not None and not (os.path.isfile(python) or shutil.which(python)):
-        raise RewardError(f"code: python interpreter {python!r} not found")
     python_exe = shutil.which(python) if python and not os.path.isfile(python) else python
     opts = dict(timeout=timeout, memory_mb=memory_mb, max_output_bytes=int(max_output_bytes),
-                max_processes=max_processes, partial=bool(partial), python=python_exe,
-                network=network, user=user)
-    resolve_launch(python_exe or sys.executable, network, user)  # probe/validate at build time
+                max_processes=max_processes, partial=bool(partial), python=python_exe, unsafe=unsafe)
+    sandbox.require(python_exe or sys.executable, unsafe)  # probe once, refuse in one line
+    if unsafe:
+        log.warning("code reward: unsafe=true, completions run WITHOUT the OS sandbox")
     workers = int(max_workers)
 
     def one(code_text: str, tests: Tests) -> float:
+        plan_tests(tests)  # a malformed test is a data error, raised to the user
         try:
             return run_code(extract_code(code_text), tests, **opts).score
         except RewardError:
@@ -398,12 +376,16 @@ def make_code_reward(
             )
         tests = fields[tests_field]
         for i, t in enumerate(tests):
-            if t is not None and not isinstance(t, (str, list, tuple)):
-                raise RewardError(f"code reward: {tests_field}[{i}] must be a string or a list of "
-                                  f"strings, got {type(t).__name__}")
+            if t is not None and not isinstance(t, (str, list, tuple, dict)):
+                raise RewardError(f"code reward: {tests_field}[{i}] must be a string, a list or a mapping, "
+                                  f"got {type(t).__name__}")
         if workers == 1 or len(completions) <= 1:
             return [one(c, t) for c, t in zip(completions, tests)]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlhf-code-reward") as ex:
             return list(ex.map(one, completions, tests))
 
     return code_reward
+
+
+make_code_reward.validate = validate_code_options  # config time: check options, start nothing
+

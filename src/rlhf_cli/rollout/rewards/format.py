@@ -81,3 +81,6 @@ def make_format_reward(
         return scores
 
     return format_reward
+
+
+make_format_reward.pure = True  # only checks its options: config-time validation may call it

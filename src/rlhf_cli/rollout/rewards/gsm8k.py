@@ -169,3 +169,6 @@ def make_gsm8k_reward(
         return scores
 
     return gsm8k_reward
+
+
+make_gsm8k_reward.pure = True  # only checks its options: config-time validation may call it

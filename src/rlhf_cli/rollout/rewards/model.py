@@ -21,6 +21,16 @@ def _scorer_class():
     return RewardModelScorer
 
 
+def _validate(*, path: Union[str, Sequence[str]], reduce: str = "mean", **_: Any) -> None:
+    paths = [path] if isinstance(path, str) else list(path or [])
+    if not paths or not all(isinstance(p, str) and p for p in paths):
+        raise RewardError("reward 'model': 'path' must name a reward model dir (e.g. runs/rm/final) or a list")
+    from rlhf_cli.algos.reward_shaping import ENSEMBLE_REDUCERS
+
+    if reduce not in ENSEMBLE_REDUCERS:
+        raise RewardError(f"reward 'model': reduce={reduce!r}: must be one of {', '.join(ENSEMBLE_REDUCERS.names())}")
+
+
 @REWARDS.register("model")
 def make_model_reward(*, path: Union[str, Sequence[str]], batch_size: int = 8, device: str = "auto",
                       dtype: str = "auto", reduce: str = "mean", normalize: bool = False) -> Callable[..., List[float]]:
@@ -30,13 +40,8 @@ def make_model_reward(*, path: Union[str, Sequence[str]], batch_size: int = 8, d
     or ``min``: the most pessimistic model, against reward hacking; Coste et al. 2024). ``normalize``
     puts each model's scores on mean 0 / std 1 with the statistics its rm run stored in
     reward_config.json. ``device: cpu`` keeps the reward model(s) in CPU memory (offload)."""
-    paths = [path] if isinstance(path, str) else list(path or [])
-    if not paths or not all(isinstance(p, str) and p for p in paths):
-        raise RewardError("reward 'model': 'path' must name a reward model dir (e.g. runs/rm/final) or a list")
-    from rlhf_cli.algos.reward_shaping import ENSEMBLE_REDUCERS
-
-    if reduce not in ENSEMBLE_REDUCERS:
-        raise RewardError(f"reward 'model': reduce={reduce!r}: must be one of {', '.join(ENSEMBLE_REDUCERS.names())}")
+    _validate(path=path, reduce=reduce)
+    paths = [path] if isinstance(path, str) else list(path)
     cls = _scorer_class()
     scorers: list = []
 
@@ -59,3 +64,6 @@ def make_model_reward(*, path: Union[str, Sequence[str]], batch_size: int = 8, d
         return reduce_ensemble(per_model, reduce).tolist()
 
     return model_reward
+
+
+make_model_reward.validate = _validate  # config time: no weights are loaded

@@ -104,3 +104,69 @@ def load_plugin(spec: str, **kwargs: Any) -> Callable[..., Any]:
         functools.update_wrapper(bound, obj)  # keep __name__/__doc__ for logging
         return bound
     return obj
+
+
+# --------------------------------------------------------------------------- config-time check
+def _locate_module(name: str, spec: str) -> str:
+    """The source file of module ``name``, found without importing it or its parent packages."""
+    from importlib.machinery import PathFinder
+
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None):
+        return sys.modules[name].__file__
+    path = None
+    found = None
+    for i in range(len(name.split("."))):
+        full = ".".join(name.split(".")[: i + 1])
+        found = PathFinder.find_spec(full, path)
+        if found is None:
+            raise RewardError(f"reward plugin {spec!r}: module {name!r} not found (is it installed or on "
+                              f"PYTHONPATH?)")
+        path = found.submodule_search_locations
+    return found.origin or ""
+
+
+def check_plugin(spec: str, **kwargs: Any) -> None:
+    """Resolve a plugin spec WITHOUT executing the plugin's code (``rlhf config`` / ``--dry-run``):
+    the module file exists, defines ``function`` at top level, and a plain ``def`` accepts ``kwargs``.
+    The import itself happens in the worker (:func:`load_plugin`)."""
+    import ast
+
+    target, attr = parse_plugin_spec(spec)
+    if _is_file_target(target):
+        path = os.path.abspath(os.path.expanduser(target))
+        if not os.path.isfile(path):
+            raise RewardError(f"reward plugin {spec!r}: file not found: {path}")
+    else:
+        path = _locate_module(target, spec)
+    if not path.endswith(".py") or not os.path.isfile(path):
+        return  # an extension module or a namespace package: checked when the worker imports it
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (SyntaxError, ValueError) as e:
+        raise RewardError(f"reward plugin {spec!r}: {path} does not parse: {e}") from None
+    top = attr.split(".")[0]
+    defs = {}
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs[node.name] = node
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    if top not in names and not any(isinstance(n, (ast.If, ast.Try)) for n in tree.body):
+        close = difflib.get_close_matches(top, sorted(names), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RewardError(f"reward plugin {spec!r}: {target!r} defines no {top!r}{hint}")
+    fn = defs.get(top)
+    if kwargs and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and "." not in attr:
+        a = fn.args
+        if a.kwarg is None:
+            params = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            for k in kwargs:
+                if k not in params:
+                    raise RewardError(f"reward plugin {spec!r}: option {k!r} is not a parameter of "
+                                      f"{attr}() (parameters: {', '.join(params)})")

@@ -46,6 +46,20 @@ REWARDS = Registry("reward function")
 # --------------------------------------------------------------------------- helpers
 def _call_factory(name: str, factory: Callable, kwargs: Dict[str, Any]) -> RewardFn:
     """Call ``factory(**kwargs)``, turning unknown/missing keys into clear errors."""
+    _check_kwargs(name, factory, kwargs)
+    try:
+        fn = factory(**kwargs)
+    except RewardError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise RewardError(f"reward {name!r}: bad options: {e}") from e
+    if not callable(fn):
+        raise RewardError(f"reward {name!r}: factory returned a non-callable {type(fn).__name__}")
+    return fn
+
+
+def _check_kwargs(name: str, factory: Callable, kwargs: Dict[str, Any]) -> None:
+    """Unknown / missing options of a factory, from its signature (nothing is called)."""
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):  # pragma: no cover - builtins without signature
@@ -72,15 +86,6 @@ def _call_factory(name: str, factory: Callable, kwargs: Dict[str, Any]) -> Rewar
         ]
         if missing:
             raise RewardError(f"reward {name!r}: missing required option(s) {', '.join(map(repr, missing))}")
-    try:
-        fn = factory(**kwargs)
-    except RewardError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise RewardError(f"reward {name!r}: bad options: {e}") from e
-    if not callable(fn):
-        raise RewardError(f"reward {name!r}: factory returned a non-callable {type(fn).__name__}")
-    return fn
 
 
 def _adapt_fields(fn: Callable) -> Callable[..., Any]:
@@ -224,18 +229,39 @@ def build_reward_fn(name: str, **kwargs: Any) -> RewardFn:
     return _call_factory(name, factory, kwargs)
 
 
-def build_reward(specs: Union[SpecLike, Sequence[SpecLike]]) -> CombinedReward:
-    """Build a :class:`CombinedReward` from ``reward.functions``.
+def check_reward_fn(name: str, **kwargs: Any) -> None:
+    """Validate one reward spec without side effects (``rlhf config`` / ``--dry-run``): plugins are
+    resolved, not imported; a built-in factory is only called when it is marked ``pure`` (it just
+    checks options), else its ``validate(**kwargs)`` hook runs (e.g. ``code`` starts no sandbox)."""
+    if name.startswith(PLUGIN_PREFIX):
+        from .plugin import check_plugin
 
-    Each spec is ``{"name": ..., "weight": 1.0, "alias": optional, **kwargs}`` (a bare
-    string is shorthand for ``{"name": s}``).  ``per_function`` keys are the alias, else
-    the name (``name#2``, ``name#3`` ... for repeats).
-    """
+        check_plugin(name, **kwargs)
+        return
+    try:
+        factory = REWARDS.get(name)
+    except UnknownNameError as e:
+        raise RewardError(f"{e} (or use 'python:module:function' for a custom reward)") from None
+    _check_kwargs(name, factory, kwargs)
+    validate = getattr(factory, "validate", None)
+    try:
+        if validate is not None:
+            validate(**kwargs)
+        elif getattr(factory, "pure", False):
+            factory(**kwargs)
+    except RewardError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise RewardError(f"reward {name!r}: bad options: {e}") from e
+
+
+def _parse_specs(specs: Union[SpecLike, Sequence[SpecLike]]):
+    """(key, name, weight, kwargs) per spec: names, weights and aliases checked."""
     if isinstance(specs, (str, Mapping)) or hasattr(specs, "model_dump"):
         specs = [specs]
     if specs is None:
         specs = []
-    terms: List[RewardTerm] = []
+    out = []
     used: Dict[str, int] = {}
     for i, raw in enumerate(specs):
         spec = _spec_to_dict(raw, i)
@@ -246,7 +272,6 @@ def build_reward(specs: Union[SpecLike, Sequence[SpecLike]]) -> CombinedReward:
             weight = 1.0
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
             raise RewardError(f"reward {name!r}: weight must be a finite number, got {weight!r}")
-        fn = build_reward_fn(name, **spec)
         key = str(alias) if alias else name
         if key in used:
             if alias:
@@ -254,5 +279,25 @@ def build_reward(specs: Union[SpecLike, Sequence[SpecLike]]) -> CombinedReward:
             used[key] += 1
             key = f"{key}#{used[key]}"
         used.setdefault(key, 1)
-        terms.append(RewardTerm(key=key, name=name, weight=float(weight), fn=fn))
+        out.append((key, name, float(weight), spec))
+    if not out:
+        raise RewardError("no reward functions configured (reward.functions is empty)")
+    return out
+
+
+def check_reward(specs: Union[SpecLike, Sequence[SpecLike]]) -> None:
+    """Everything :func:`build_reward` checks, without importing plugins or starting anything."""
+    for _key, name, _weight, kwargs in _parse_specs(specs):
+        check_reward_fn(name, **kwargs)
+
+
+def build_reward(specs: Union[SpecLike, Sequence[SpecLike]]) -> CombinedReward:
+    """Build a :class:`CombinedReward` from ``reward.functions``.
+
+    Each spec is ``{"name": ..., "weight": 1.0, "alias": optional, **kwargs}`` (a bare
+    string is shorthand for ``{"name": s}``).  ``per_function`` keys are the alias, else
+    the name (``name#2``, ``name#3`` ... for repeats).
+    """
+    terms = [RewardTerm(key=key, name=name, weight=weight, fn=build_reward_fn(name, **kwargs))
+             for key, name, weight, kwargs in _parse_specs(specs)]
     return CombinedReward(terms)
