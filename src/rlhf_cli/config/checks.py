@@ -52,6 +52,10 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"data.eval_fraction={cfg.data.eval_fraction}: must be in [0, 1)")
         check_file("data.path", cfg.data.path)
         check_file("data.eval_path", cfg.data.get("eval_path"))
+    if "lora" in cfg.model:
+        from rlhf_cli.models.lora import check_lora
+
+        check_lora(cfg.model.lora)
     if cfg.model.path is not None:
         from rlhf_cli.models.loading import resolve_model_dir
 

@@ -20,6 +20,9 @@ def resolve_model_dir(path: str, key: str = "model.path") -> Path:
         return p
     if not p.exists():
         raise ConfigError(f"{key}={path}: no such directory")
+    if (p / "adapter_config.json").exists() or (p / "final" / "adapter_config.json").exists():
+        raise ConfigError(f"{key}={path}: holds only a LoRA adapter (model.lora.merge=false); load it with peft on "
+                          "the base model its adapter_config.json names, or train with model.lora.merge=true")
     raise ConfigError(f"{key}={path}: not a Hugging Face model dir (no config.json) nor a run dir with final/")
 
 
@@ -56,8 +59,14 @@ def tiny_config(tcfg, tokenizer):
 
 
 def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
-    """The policy/reference model. A 'tiny' preset without model.path is built at random (seeded)."""
+    """The policy/reference model. A 'tiny' preset without model.path is built at random (seeded).
+    With model.lora.r > 0 it comes back wrapped in LoRA adapters (models.lora), only they trainable."""
     from transformers import AutoModelForCausalLM
+
+    from rlhf_cli.models.lora import apply_lora, lora_enabled, quantization_config
+
+    lora = getattr(mcfg, "lora", None)
+    quant = quantization_config(lora, dtype) if lora_enabled(lora) else None
 
     if mcfg.name == "tiny" and not mcfg.path:
         cfg = tiny_config(mcfg.tiny, tokenizer)
@@ -68,10 +77,14 @@ def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
     else:
         model = AutoModelForCausalLM.from_pretrained(
             str(model_source(mcfg)), dtype=dtype, attn_implementation=mcfg.attn_implementation,
-            trust_remote_code=mcfg.trust_remote_code)
+            trust_remote_code=mcfg.trust_remote_code, **({"quantization_config": quant} if quant else {}))
     if mcfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
+    if lora_enabled(lora):
+        with torch.random.fork_rng():  # adapter init: the same on every process and rerun
+            torch.manual_seed(mcfg.tiny.seed + 1)
+            model = apply_lora(model, lora)
     return model
 
 

@@ -23,6 +23,7 @@ from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.preference import PrefItem, collate_preferences
 from rlhf_cli.models.forward import lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.models.lora import lora_enabled, reference_by_disabled_adapter
 from rlhf_cli.stages.common import fit
 from rlhf_cli.stages.rm import load_preference_splits
 from rlhf_cli.stages.runtime import RunContext
@@ -44,8 +45,9 @@ def loss_kwargs(d) -> dict:
 
 
 class DPOTask:
-    def __init__(self, ctx: RunContext, pad_id: int, ref=None):
+    def __init__(self, ctx: RunContext, pad_id: int, ref=None, ref_is_base: bool = False):
         self.d, self.s, self.pad_id, self.ref = ctx.cfg.dpo, ctx.strategy, pad_id, ref
+        self.ref_is_base = ref_is_base  # LoRA: the reference is the policy with its adapter disabled
 
     def collate(self, rows):
         return collate_preferences(rows, self.pad_id).to(self.s.device)
@@ -56,9 +58,12 @@ class DPOTask:
     def tokens(self, batch) -> Tuple[int, int]:
         return int(batch.attention_mask.sum()), batch.num_pad
 
-    def reference(self, batch) -> Optional[torch.Tensor]:
+    def reference(self, batch, model=None) -> Optional[torch.Tensor]:
         if self.d.loss == "simpo":
             return None
+        if self.ref_is_base:
+            with torch.no_grad(), reference_by_disabled_adapter(model):
+                return sequence_logps(model, batch, self.d.logprob_chunk_size)[0]
         if self.ref is None:
             return batch.ref_logps
         with torch.no_grad():
@@ -66,8 +71,8 @@ class DPOTask:
 
     def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
         d = self.d
+        ref = self.reference(batch, model)
         pol, count = sequence_logps(model, batch, d.logprob_chunk_size)
-        ref = self.reference(batch)
         if d.loss == "kto":
             return self.kto(pol, ref, batch)
         if d.loss in LENGTH_AVERAGED:
@@ -130,7 +135,7 @@ def reference_cache_key(cfg) -> str:
     return json.dumps(keys, sort_keys=True)
 
 
-def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) -> None:
+def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]], policy=None) -> None:
     """Precomputed reference log-probs, from output_dir/ref_logps.pt when a resumed run saved them
     for the same reference model and data (checked by key, never by shape alone)."""
     cache, key = ctx.out / "ref_logps.pt", reference_cache_key(ctx.cfg)
@@ -142,9 +147,15 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) ->
                     it.ref_logps = v
             ctx.log(f"Reference log-probs loaded from {cache}")
             return
-    ref = load_reference(ctx, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
-    precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
-    del ref
+    if policy is not None:  # LoRA: the base weights are the policy with its adapter disabled, no copy
+        policy.to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
+        with reference_by_disabled_adapter(policy):
+            precompute_reference(ctx, policy, splits, tokenizer.pad_token_id)
+        policy.train()
+    else:
+        ref = load_reference(ctx, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
+        precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
+        del ref
     if ctx.strategy.is_main:
         torch.save({"key": key, "values": [[it.ref_logps for it in items] for items in splits]}, cache)
     ctx.log(f"Reference log-probs precomputed for {sum(len(x) for x in splits)} examples")
@@ -155,6 +166,7 @@ def load_reference(ctx: RunContext, tokenizer):
     if ctx.cfg.ref.path:
         mcfg.path = ctx.cfg.ref.path
     mcfg.gradient_checkpointing = False
+    mcfg.lora.r = 0  # a separate reference is a plain frozen model
     model = load_causal_lm(mcfg, tokenizer)
     model.requires_grad_(False)
     return model
@@ -166,12 +178,15 @@ def run(ctx: RunContext) -> dict:
     kind = "kto" if cfg.dpo.loss == "kto" else "pairs"
     train, evals, st = load_preference_splits(ctx, tokenizer, kind)
     ref = None
+    base_ref = lora_enabled(cfg.model.lora) and not cfg.ref.path  # reference = adapter disabled
+    model = load_causal_lm(cfg.model, tokenizer) if base_ref else None
     if cfg.dpo.loss != "simpo":  # SimPO is reference-free
         if cfg.ref.precompute:
-            reference_logps(ctx, tokenizer, [train, evals])
-        else:
+            reference_logps(ctx, tokenizer, [train, evals], policy=model)
+        elif not base_ref:
             ref = s.prepare_frozen(load_reference(ctx, tokenizer))
-    model = load_causal_lm(cfg.model, tokenizer)
-    task = DPOTask(ctx, tokenizer.pad_token_id, ref)
+    model = model if model is not None else load_causal_lm(cfg.model, tokenizer)
+    task = DPOTask(ctx, tokenizer.pad_token_id, ref,
+                   ref_is_base=base_ref and not cfg.ref.precompute and cfg.dpo.loss != "simpo")
     return fit(ctx, model, tokenizer, task, train, evals,
                summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})

@@ -19,6 +19,7 @@ from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
 from rlhf_cli.data.packing import epoch_order, micro_batches
 from rlhf_cli.data.prompts import PromptExample, load_prompt_data, reward_fields
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.models.lora import DisabledAdapterReference, lora_enabled
 from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, policy_loss
 from rlhf_cli.rollout.generate import generate
 from rlhf_cli.rollout.sampling import SamplingParams
@@ -211,12 +212,14 @@ def run(ctx: RunContext) -> dict:
             f"rewards {reward}; precision {s.precision}, {s.world_size} process(es), ZeRO-{cfg.engine.zero_stage}")
     model = load_causal_lm(cfg.model, tokenizer)
     ref = None
-    if g.kl_coef > 0:
+    if g.kl_coef > 0 and not lora_enabled(cfg.model.lora):
         ref = s.prepare_frozen(load_causal_lm(cfg.model, tokenizer))
         ctx.log(f"Reference model loaded (kl_coef={g.kl_coef}, {g.kl_estimator})")
     else:
         ctx.log("kl_coef=0: no reference model loaded")
     engine = s.prepare(model, total * g.num_iterations)
+    if g.kl_coef > 0 and lora_enabled(cfg.model.lora):  # reference = the policy with its adapter disabled
+        ref = DisabledAdapterReference(engine)
     state = ctx.resume()
     start, cursor = (state["step"], state["prompt_cursor"]) if state else (0, 0)
     stream = PromptStream(len(prompts), cfg.seed, d.shuffle, cursor)

@@ -172,7 +172,12 @@ def export_final(ctx: RunContext, model, tokenizer, extra_files: Optional[Dict[s
     state_dict = ctx.strategy.consolidated_state_dict()
     final = ctx.out / "final"
     if ctx.strategy.is_main:
-        save_hf_model(model, state_dict, tokenizer, final)
+        from rlhf_cli.models.lora import export_lora, is_lora
+
+        if is_lora(model):  # adapter files + (model.lora.merge) the merged plain model
+            export_lora(model, tokenizer, final, ctx.cfg.model.lora.merge, state_dict)
+        else:
+            save_hf_model(model, state_dict, tokenizer, final)
         for name, text in (extra_files or {}).items():
             (final / name).write_text(text)
     ctx.strategy.barrier()
