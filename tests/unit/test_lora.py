@@ -153,3 +153,8 @@ def test_qlora_without_cuda_is_a_one_line_error(tokenizer):
 def test_unknown_target_module_is_a_one_line_error(tokenizer):
     with pytest.raises(ConfigError, match="model.lora.target_modules"):
         load_causal_lm(mcfg("model.lora.r=4", "model.lora.target_modules=[nope_proj]"), tokenizer)
+
+
+def test_rm_refuses_lora_instead_of_ignoring_it():
+    with pytest.raises(ConfigError, match="the rm stage does not take LoRA yet"):
+        compose("rm", None, ["model=tiny", "model.lora.r=4"])

@@ -56,6 +56,9 @@ def check_config(cfg: DictConfig) -> None:
         from rlhf_cli.models.lora import check_lora
 
         check_lora(cfg.model.lora)
+        if cfg.model.lora.r > 0 and cfg.stage == "rm":
+            raise ConfigError("model.lora.r > 0: the rm stage does not take LoRA yet (sft, dpo, grpo do); "
+                              "set model.lora.r=0")
     if cfg.model.path is not None:
         from rlhf_cli.models.loading import resolve_model_dir
 
