@@ -144,3 +144,13 @@ def test_lora_grpo_kl_to_the_disabled_adapter(tmp_path):
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-7)  # step 1: adapter B = 0, policy == reference
     assert rows[-1]["kl"] > 1e-6
     assert (out / "final" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_lora_dpo_two_process_zero3_live_disabled_adapter(tmp_path, prefs):
+    out = tmp_path / "run"
+    rlhf([*DPO, f"data.path={prefs}", "train.max_steps=4", "ref.precompute=false", "engine=zero3",
+          f"output_dir={out}", "--nproc", "2"])
+    losses = train_losses(out)
+    assert losses[1] == pytest.approx(math.log(2), abs=1e-5) and losses[4] < losses[1] - 0.2, losses
+    assert (out / "final" / "model.safetensors").exists()
+    assert (out / "final" / "adapter" / "adapter_model.safetensors").exists()
