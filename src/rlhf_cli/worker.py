@@ -6,6 +6,23 @@ import sys
 import traceback
 
 
+def check_same_config(strategy, config_path: str) -> None:
+    """Every rank must run rank 0's config (multi-node: nodes other than 0 run their own composition of
+    the same command); a mismatch stops all ranks with one line instead of a silent divergence or hang."""
+    import hashlib
+    from pathlib import Path
+
+    from rlhf_cli.errors import ConfigError
+
+    if strategy.world_size == 1:
+        return
+    mine = hashlib.sha256(Path(config_path).read_bytes()).hexdigest()
+    differs = mine != strategy.broadcast_object(mine)
+    if strategy.all_reduce([float(differs)], "max")[0] > 0:
+        raise ConfigError(f"{config_path}: the config composed on this node differs from rank 0's "
+                          "(run the same `rlhf train` command, recipe files and working directory on every node)")
+
+
 def run_worker(config_path: str, debug: bool = False) -> int:
     """Run one process of a stage; returns an exit code, printing one-line errors unless debug."""
     from rlhf_cli.quiet import quiet_libraries
@@ -27,6 +44,7 @@ def run_worker(config_path: str, debug: bool = False) -> int:
         strategy = Strategy(cfg)
         strategy.setup_distributed()
         rank = strategy.rank
+        check_same_config(strategy, config_path)
         strategy.seed_everything(cfg.seed)
         ctx = RunContext(cfg, strategy)
         try:

@@ -32,13 +32,22 @@ def fail(e: Exception, debug: bool) -> None:
 def train(ctx: typer.Context, stage: str = typer.Argument(..., help="sft | rm | dpo | grpo | ..."),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the config and launch command only"),
           nproc: Optional[int] = typer.Option(None, "--nproc", help="processes per node (default: GPUs, or 1)"),
-          hostfile: Optional[str] = typer.Option(None, "--hostfile", help="DeepSpeed hostfile for multi-node"),
+          hostfile: Optional[str] = typer.Option(None, "--hostfile", help="DeepSpeed hostfile for multi-node (ssh)"),
+          nnodes: Optional[int] = typer.Option(None, "--nnodes", help="nodes of a multi-node run without ssh: "
+                                               "run the same command on every node (default: SLURM's, or 1)"),
+          node_rank: Optional[int] = typer.Option(None, "--node-rank", help="this node's rank, 0..nnodes-1 "
+                                                  "(default: $SLURM_NODEID)"),
+          master_addr: Optional[str] = typer.Option(None, "--master-addr", help="host of node rank 0 "
+                                                    "(default: first host of SLURM's nodelist)"),
+          master_port: Optional[int] = typer.Option(None, "--master-port", help="port on the master (default: "
+                                                    "$MASTER_PORT or 29500)"),
           debug: bool = typer.Option(False, "--debug", help="tracebacks and library logs")):
     """Train a stage: rlhf train STAGE [conf=recipe.yaml] [key=value ...]"""
     from rlhf_cli.cli.train import run_train
 
     try:
-        code = run_train(stage, ctx.args, dry_run=dry_run, nproc=nproc, hostfile=hostfile, debug=debug)
+        code = run_train(stage, ctx.args, dry_run=dry_run, nproc=nproc, hostfile=hostfile, debug=debug,
+                         nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port)
     except Exception as e:
         fail(e, debug)
     raise typer.Exit(code)

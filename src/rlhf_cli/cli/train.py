@@ -1,22 +1,23 @@
-"""`rlhf train`: compose -> check output_dir -> write config.yaml -> launch."""
+"""`rlhf train`: compose -> check output_dir -> write config.yaml -> launch (on this node)."""
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shlex
+import tempfile
+from pathlib import Path
 from typing import Optional, Sequence
 
 import typer
 
 from rlhf_cli.cli.args import split_args
 from rlhf_cli.config.compose import compose, to_yaml
+from rlhf_cli.errors import ConfigError
 
 
 def check_launch_options(nproc: Optional[int], hostfile: Optional[str]) -> None:
     """--nproc and --hostfile: one line naming the option and what is allowed."""
-    from pathlib import Path
-
-    from rlhf_cli.errors import ConfigError
-
     if nproc is not None and nproc < 1:
         raise ConfigError(f"--nproc={nproc}: must be >= 1 (processes per node)")
     if hostfile is not None:
@@ -34,14 +35,57 @@ def check_launch_options(nproc: Optional[int], hostfile: Optional[str]) -> None:
             raise ConfigError(f"--hostfile={hostfile}: no hosts in it")
 
 
-def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[int], hostfile: Optional[str],
-              debug: bool) -> int:
-    from pathlib import Path
+def _sets_output_dir(recipe: Optional[str], overrides: Sequence[str]) -> bool:
+    if any(o.split("=", 1)[0].lstrip("+") == "output_dir" for o in overrides):
+        return True
+    if recipe and Path(recipe).is_file():
+        from omegaconf import OmegaConf
 
-    from rlhf_cli.engine.launch import default_nproc, launch, launch_command
+        try:
+            return OmegaConf.load(recipe).get("output_dir") is not None
+        except Exception:
+            return False
+    return False
+
+
+def multi_node_output_dir(stage: str, recipe: Optional[str], overrides: list) -> None:
+    """Every node must name the same output_dir (the default has a per-node timestamp)."""
+    if _sets_output_dir(recipe, overrides):
+        return
+    job = os.environ.get("SLURM_JOB_ID", "").strip()
+    if not job:
+        raise ConfigError("a multi-node run needs output_dir=... (the same directory, on a filesystem every "
+                          "node shares); the default name holds a per-node timestamp")
+    overrides.append(f"output_dir=runs/{stage}-slurm-{job}")
+
+
+def node_config_path(text: str, node_rank: int) -> Path:
+    """Where a node other than 0 keeps its own copy of the composed config: node-local, named by content,
+    so nothing is written into output_dir (node 0 owns it) and --dry-run can show the exact path."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"rlhf-cli-{digest}" / f"node{node_rank}.config.yaml"
+
+
+def write_node_config(text: str, node_rank: int) -> Path:
+    path = node_config_path(text, node_rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[int], hostfile: Optional[str],
+              debug: bool, nnodes: Optional[int] = None, node_rank: Optional[int] = None,
+              master_addr: Optional[str] = None, master_port: Optional[int] = None) -> int:
+    from rlhf_cli.engine.launch import default_nproc, launch, launch_command, node_launch_command
+    from rlhf_cli.engine.nodes import plan_nodes, world_info
 
     check_launch_options(nproc, hostfile)
+    plan = plan_nodes(nnodes, node_rank, master_addr, master_port, hostfile)
     recipe, overrides = split_args(words)
+    if plan.multi:
+        multi_node_output_dir(stage, recipe, overrides)
     cfg = compose(stage, recipe, overrides)
     text = to_yaml(cfg)
     from rlhf_cli.config.derive import derivations
@@ -50,20 +94,36 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
         typer.echo(f"derived {key}={value} ({why})", err=True)
     n = nproc or default_nproc()
     config_path = Path(cfg.output_dir) / "config.yaml"
+    if plan.multi and plan.node_rank > 0:
+        config_path = node_config_path(text, plan.node_rank)
     if dry_run:
         typer.echo(text, nl=False)
-        if n == 1 and not hostfile:
+        if plan.multi:
+            typer.echo(f"# node {plan.node_rank} of {plan.nnodes} ({plan.source}), {n} process(es) per node, "
+                       f"master {plan.master_addr}:{plan.master_port}; world {world_info(plan, n)}")
+            typer.echo("# launch: " + shlex.join(node_launch_command(config_path, n, plan)))
+        elif n == 1 and not hostfile:
             typer.echo(f"# launch: in-process worker reading {config_path}")
         else:
             typer.echo("# launch: " + shlex.join(launch_command(config_path, n, hostfile, 29500)))
         return 0
     from rlhf_cli.models.embedded import prepare_model
-    from rlhf_cli.stages.run_dir import prepare_output_dir
+    from rlhf_cli.stages.run_dir import check_output_dir, prepare_output_dir
 
     prepare_model(cfg, log=lambda m: typer.echo(m, err=True))
+    if plan.multi and plan.node_rank > 0:
+        # node 0 alone prepares output_dir and writes config.yaml; this node checks the same rules (read-only,
+        # to fail as fast as node 0 would), runs its workers on its own identical composition, and the
+        # workers verify at start-up that every rank holds the same config as rank 0.
+        check_output_dir(cfg)
+        config_path = write_node_config(text, plan.node_rank)
+        try:
+            return launch(config_path, n, hostfile, debug, plan)
+        finally:
+            config_path.unlink(missing_ok=True)
     config_path = prepare_output_dir(cfg, text)
-    if n == 1 and not hostfile:  # one local process: run the worker here, no launcher
+    if n == 1 and not hostfile and not plan.multi:  # one local process: run the worker here, no launcher
         from rlhf_cli.worker import run_worker
 
         return run_worker(str(config_path), debug=debug)
-    return launch(config_path, n, hostfile, debug)
+    return launch(config_path, n, hostfile, debug, plan)

@@ -44,6 +44,9 @@ def check_config(cfg: DictConfig) -> None:
     if "data" in cfg:
         check_file("data.path", cfg.data.path)
         check_file("data.eval_path", cfg.data.get("eval_path"))
+    from rlhf_cli.models.lora import check_lora
+
+    check_lora(cfg.model.lora)
     from rlhf_cli.models.dir_check import check_model_dir
 
     for key in ("model.path", "ref.path"):

@@ -28,6 +28,26 @@ class TinyModelConfig:
 
 
 @dataclass
+class LoraConfig:
+    # LoRA (Hu et al. 2021) through peft: W + (alpha / r) * B @ A on the target linear layers, only A and B
+    # trained. Rank r of the update; 0 = off (full fine-tuning).
+    r: int = num(0, ge=0)
+    # Scale numerator: the update is multiplied by alpha / r (16 with r=8..16 is the common choice).
+    alpha: float = num(16.0, gt=0)
+    # Dropout on the LoRA branch's input (0: deterministic, what short runs want).
+    dropout: float = num(0.0, ge=0, lt=1)
+    # Module names (suffixes) that get an adapter: every linear layer of attention and MLP (what QLoRA
+    # found necessary to match full fine-tuning); the LM head and embeddings stay frozen.
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                               "up_proj", "down_proj"])
+    # Also write a merged plain HF model into final/ (beside the adapter), so the next stage and
+    # `rlhf generate` load it like any other model.
+    merge: bool = True
+    # none | 4bit: QLoRA (Dettmers et al. 2023), NF4 base weights; needs CUDA and bitsandbytes.
+    quantize: str = "none"
+
+
+@dataclass
 class ModelConfig:
     # Preset: 'smollm2-135m' (embedded SmolLM2-135M-Instruct, converted once under $RLHF_HOME),
     # 'tiny' (random small Llama for tests) or 'path' (use model.path).
@@ -42,6 +62,8 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     # Never run code shipped with a model dir unless the user says so.
     trust_remote_code: bool = False
+    # Low-rank adapters instead of full fine-tuning (the reference of DPO/GRPO is then the adapter disabled).
+    lora: LoraConfig = field(default_factory=LoraConfig)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 

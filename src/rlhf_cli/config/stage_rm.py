@@ -61,6 +61,9 @@ class RMConfig(RunConfig):
     @staticmethod
     def check(cfg) -> None:
         check_preference_data(cfg)
+        if cfg.model.lora.r > 0:
+            raise ConfigError("model.lora.r > 0: the rm stage does not take LoRA yet (sft, dpo, grpo, ppo's actor "
+                              "do); set model.lora.r=0")
         choose("rm.type", cfg.rm.type, ("outcome", "process"))
         choose("rm.aggregate", cfg.rm.aggregate, ("min", "prod"))
         if cfg.rm.type == "process" and cfg.data.format not in ("auto", "process"):

@@ -1,6 +1,8 @@
 """Launch the workers through the `deepspeed` launcher (multi-process, multi-node); its log noise filtered."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
@@ -37,19 +39,35 @@ def launch_command(config_path: Path, nproc: int, hostfile: Optional[str], maste
     return cmd
 
 
+def node_launch_command(config_path: Path, nproc: int, plan) -> List[str]:
+    """One node's share of a multi-node run, no ssh: DeepSpeed's per-node launcher (what its runner
+    execs on each node under ``--no_ssh``), given the whole world's layout and this node's rank."""
+    from rlhf_cli.engine.nodes import world_info
+
+    info = base64.urlsafe_b64encode(json.dumps(world_info(plan, nproc)).encode()).decode()
+    return [sys.executable, "-u", "-m", "deepspeed.launcher.launch", f"--world_info={info}",
+            f"--node_rank={plan.node_rank}", f"--master_addr={plan.master_addr}",
+            f"--master_port={plan.master_port}", "--module", "--no_local_rank", "rlhf_cli.worker", str(config_path)]
+
+
 def launch_env(nproc: int, debug: bool) -> dict:
     env = dict(os.environ)
     # N processes on C cores get C/N threads each; more threads than cores halves throughput.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, nproc))))
+    env["LOCAL_WORLD_SIZE"] = str(nproc)  # processes on THIS node (DeepSpeed's launcher sets only the world's)
     env["PYTHONUNBUFFERED"] = "1"
     if debug:
         env["RLHF_DEBUG"] = "1"
     return env
 
 
-def launch(config_path: Path, nproc: int, hostfile: Optional[str], debug: bool) -> int:
-    """Run the workers through the `deepspeed` launcher (the CLI runs a lone local worker in-process)."""
-    cmd = launch_command(config_path, nproc, hostfile, free_port())
+def launch(config_path: Path, nproc: int, hostfile: Optional[str], debug: bool, plan=None) -> int:
+    """Run the workers through the `deepspeed` launcher (the CLI runs a lone local worker in-process);
+    ``plan`` (engine.nodes.NodePlan) with nnodes > 1 starts this node's share."""
+    if plan is not None and plan.multi:
+        cmd = node_launch_command(config_path, nproc, plan)
+    else:
+        cmd = launch_command(config_path, nproc, hostfile, free_port())
     proc = subprocess.Popen(cmd, env=launch_env(nproc, debug), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, bufsize=1)
 

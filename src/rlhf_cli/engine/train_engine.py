@@ -41,7 +41,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, 
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]  # LoRA has no 1-D params; DeepSpeed drops empty groups
 
 
 class TrainEngine:

@@ -26,6 +26,9 @@ def resolve_model_dir(path: str, key: str = "model.path") -> Path:
         return p
     if not p.exists():
         raise ConfigError(f"{key}={path}: no such directory")
+    if (p / "adapter_config.json").exists() or (p / "final" / "adapter_config.json").exists():
+        raise ConfigError(f"{key}={path}: holds only a LoRA adapter (model.lora.merge=false); load it with peft on "
+                          "the base model its adapter_config.json names, or train with model.lora.merge=true")
     raise ConfigError(f"{key}={path}: not a Hugging Face model dir (no config.json) nor a run dir with final/")
 
 

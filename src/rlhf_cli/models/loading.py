@@ -45,8 +45,14 @@ def tiny_config(tcfg, tokenizer):
 
 
 def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
-    """The policy/reference model. A 'tiny' preset without model.path is built at random (seeded)."""
+    """The policy/reference model. A 'tiny' preset without model.path is built at random (seeded).
+    With model.lora.r > 0 it comes back wrapped in LoRA adapters (models.lora), only they trainable."""
     from transformers import AutoModelForCausalLM
+
+    from rlhf_cli.models.lora import apply_lora, lora_enabled, quantization_config
+
+    lora = getattr(mcfg, "lora", None)
+    quant = quantization_config(lora, dtype) if lora_enabled(lora) else None
 
     if mcfg.name == "tiny" and not mcfg.path:
         cfg = tiny_config(mcfg.tiny, tokenizer)
@@ -57,10 +63,14 @@ def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
     else:
         model = AutoModelForCausalLM.from_pretrained(
             str(model_source(mcfg)), dtype=dtype, attn_implementation=mcfg.attn_implementation,
-            trust_remote_code=mcfg.trust_remote_code)
+            trust_remote_code=mcfg.trust_remote_code, **({"quantization_config": quant} if quant else {}))
     if mcfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
+    if lora_enabled(lora):
+        with torch.random.fork_rng():  # adapter init: the same on every process and rerun
+            torch.manual_seed(mcfg.tiny.seed + 1)
+            model = apply_lora(model, lora)
     return model
 
 
@@ -104,6 +114,7 @@ def load_reference(cfg, tokenizer):
     if cfg.ref.path:
         mcfg.path = cfg.ref.path
     mcfg.gradient_checkpointing = False
+    mcfg.lora.r = 0  # a separate reference is a plain frozen model
     model = load_causal_lm(mcfg, tokenizer)
     model.requires_grad_(False)
     return model

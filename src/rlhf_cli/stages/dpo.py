@@ -23,6 +23,7 @@ from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.preference import PrefItem, collate_preferences
 from rlhf_cli.models.forward import lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
+from rlhf_cli.models.lora import lora_enabled, reference_by_disabled_adapter
 from rlhf_cli.stages.common import fit
 from rlhf_cli.stages.rm import load_preference_splits
 from rlhf_cli.stages.runtime import RunContext
@@ -41,10 +42,11 @@ def loss_kwargs(d, spec: dict) -> dict:
 
 
 class DPOTask:
-    def __init__(self, ctx: RunContext, pad_id: int, ref=None):
+    def __init__(self, ctx: RunContext, pad_id: int, ref=None, ref_is_base: bool = False):
         self.d, self.s, self.pad_id, self.ref = ctx.cfg.dpo, ctx.strategy, pad_id, ref
         self.spec = loss_spec(self.d.loss)
         self.fn, self.kwargs = DPO_LOSSES.get(self.d.loss), loss_kwargs(self.d, self.spec)
+        self.ref_is_base = ref_is_base  # LoRA: the reference is the policy with its adapter disabled
 
     def collate(self, rows):
         return collate_preferences(rows, self.pad_id).to(self.s.device)
@@ -55,9 +57,12 @@ class DPOTask:
     def tokens(self, batch) -> Tuple[int, int]:
         return int(batch.attention_mask.sum()), batch.num_pad
 
-    def reference(self, batch) -> Optional[torch.Tensor]:
+    def reference(self, batch, model=None) -> Optional[torch.Tensor]:
         if not self.spec["reference"]:
             return None
+        if self.ref_is_base:
+            with torch.no_grad(), reference_by_disabled_adapter(model):
+                return sequence_logps(model, batch, self.d.logprob_chunk_size)[0]
         if self.ref is None:
             return batch.ref_logps
         with torch.no_grad():
@@ -65,8 +70,8 @@ class DPOTask:
 
     def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
         d = self.d
+        ref = self.reference(batch, model)
         pol, count = sequence_logps(model, batch, d.logprob_chunk_size)
-        ref = self.reference(batch)
         if self.spec["data"] == "unpaired":
             return self.unpaired(pol, ref, batch)
         if self.spec["length_averaged"]:
@@ -138,10 +143,11 @@ def read_reference_cache(cache, key: str, splits: List[List[PrefItem]]) -> Optio
         return None
 
 
-def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) -> None:
+def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]], policy=None) -> None:
     """Precomputed reference log-probs, from output_dir/ref_logps.json when a resumed run saved them
     for the same reference model and data (checked by key and shape). A torn, stale or unreadable cache
-    is rebuilt, never fatal; the cache is plain JSON written atomically (nothing is unpickled)."""
+    is rebuilt, never fatal; the cache is plain JSON written atomically (nothing is unpickled). With LoRA
+    (``policy``) the reference is the policy with its adapter disabled: no second copy."""
     cache, key = ctx.out / "ref_logps.json", reference_cache_key(ctx.cfg)
     saved = read_reference_cache(cache, key, splits)
     if saved is not None:
@@ -152,9 +158,15 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]]) ->
         return
     if cache.exists():
         ctx.log(f"{cache}: stale or unreadable, recomputing the reference log-probs")
-    ref = load_reference(ctx.cfg, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
-    precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
-    del ref
+    if policy is not None:
+        policy.to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
+        with reference_by_disabled_adapter(policy):
+            precompute_reference(ctx, policy, splits, tokenizer.pad_token_id)
+        policy.train()
+    else:
+        ref = load_reference(ctx.cfg, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
+        precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
+        del ref
     if ctx.strategy.is_main:
         tmp = cache.with_name(f".{cache.name}.tmp")
         tmp.write_text(json.dumps({"key": key, "values": [[it.ref_logps for it in items] for items in splits]}))
@@ -168,12 +180,15 @@ def run(ctx: RunContext) -> dict:
     spec = loss_spec(cfg.dpo.loss)
     train, evals, st = load_preference_splits(ctx, tokenizer, "kto" if spec["data"] == "unpaired" else "pairs")
     ref = None
+    base_ref = lora_enabled(cfg.model.lora) and not cfg.ref.path  # reference = the adapter disabled
+    model = load_causal_lm(cfg.model, tokenizer) if base_ref else None
     if spec["reference"]:  # e.g. SimPO is reference-free
         if cfg.ref.precompute:
-            reference_logps(ctx, tokenizer, [train, evals])
-        else:
+            reference_logps(ctx, tokenizer, [train, evals], policy=model)
+        elif not base_ref:
             ref = s.prepare_frozen(load_reference(ctx.cfg, tokenizer), offload=cfg.ref.offload)
-    model = load_causal_lm(cfg.model, tokenizer)
-    task = DPOTask(ctx, tokenizer.pad_token_id, ref)
+    model = model if model is not None else load_causal_lm(cfg.model, tokenizer)
+    task = DPOTask(ctx, tokenizer.pad_token_id, ref,
+                   ref_is_base=base_ref and not cfg.ref.precompute and spec["reference"])
     return fit(ctx, model, tokenizer, task, train, evals,
                summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})

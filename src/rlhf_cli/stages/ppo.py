@@ -42,6 +42,7 @@ from rlhf_cli.algos.ppo import (
 from rlhf_cli.algos.reward_shaping import RunningMoments, apply_missing_eos_penalty, clip_scores, length_penalty
 from rlhf_cli.data.packing import collate, micro_batches
 from rlhf_cli.models.loading import load_causal_lm, load_reference
+from rlhf_cli.models.lora import DisabledAdapterReference, lora_enabled
 from rlhf_cli.models.reward import build_reward_model
 from rlhf_cli.rollout.experience import (
     Experience,
@@ -280,9 +281,13 @@ def build_critic(cfg, tokenizer):
 def run(ctx: RunContext) -> dict:
     cfg, s, p, d = ctx.cfg, ctx.strategy, ctx.cfg.ppo, ctx.cfg.data
     tokenizer, reward, prompts, total = setup_rl(ctx, p, extra=f"; critic from {cfg.critic.init}")
-    ref = s.prepare_frozen(load_reference(cfg, tokenizer), offload=cfg.ref.offload)
+    base_ref = lora_enabled(cfg.model.lora) and not cfg.ref.path  # reference = the actor's adapter disabled
+    ref = None if base_ref else s.prepare_frozen(load_reference(cfg, tokenizer), offload=cfg.ref.offload)
     optimizer_steps = total * p.epochs * p.mini_batches
     actor = s.prepare(load_causal_lm(cfg.model, tokenizer), optimizer_steps, name="actor")
+    if base_ref:
+        ref = DisabledAdapterReference(actor)
+        ctx.log("Reference = the actor with its LoRA adapter disabled (no second copy)")
     critic = s.prepare(build_critic(cfg, tokenizer), optimizer_steps, name="critic", optim=cfg.critic.optim)
     stream = PromptStream(len(prompts), cfg.seed, d.shuffle)
     ptx = PTXStream(ctx, tokenizer) if p.ptx_coef > 0 else None

@@ -62,30 +62,42 @@ def changed_keys(old_yaml: str, new_yaml: str) -> List[str]:
             if a.get(k) != b.get(k) and k not in skip]
 
 
-def prepare_output_dir(cfg, config_yaml: str) -> Path:
-    """Check resume/overwrite rules, then write output_dir/config.yaml atomically. Returns its path."""
+def check_output_dir(cfg) -> List[int]:
+    """The resume/overwrite rules, read-only (every node of a multi-node run checks them). Returns the
+    checkpoint steps found."""
     out = Path(cfg.output_dir)
     if (out.exists() and any(p.name != LOCK for p in out.iterdir()) and not (out / "config.yaml").exists()
             and not cfg.overwrite):
         raise RunDirError(f"output_dir={out} exists and is not an rlhf-cli run; choose another or pass overwrite=true")
-    lock_output_dir(out)  # before anything is read or removed: one run per output_dir
-    finished = (out / "manifest.json").exists()
     ckpts = list_checkpoints(out / "checkpoints")
     if cfg.overwrite:
+        return ckpts
+    if (out / "manifest.json").exists():
+        raise RunDirError(f"output_dir={out} holds a finished run; pass overwrite=true to replace it "
+                          "or choose another output_dir")
+    if ckpts and cfg.resume == "false":
+        raise RunDirError(f"output_dir={out} has checkpoints (step {ckpts[-1]}); pass resume=true to continue "
+                          "or overwrite=true to start over")
+    if not ckpts and cfg.resume == "true":
+        raise RunDirError(f"resume=true but output_dir={out} has no checkpoint")
+    return ckpts
+
+
+def prepare_output_dir(cfg, config_yaml: str) -> Path:
+    """Lock output_dir, check the resume/overwrite rules, then write output_dir/config.yaml atomically.
+    Returns its path."""
+    out = Path(cfg.output_dir)
+    check_output_dir(cfg)
+    lock_output_dir(out)  # before anything is removed or written: one run per output_dir
+    ckpts = check_output_dir(cfg)  # again under the lock: another run may have finished meanwhile
+    if cfg.overwrite:
+        ckpts = []
         for name in OWNED:
             p = out / name
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-    elif finished:
-        raise RunDirError(f"output_dir={out} holds a finished run; pass overwrite=true to replace it "
-                          "or choose another output_dir")
-    elif ckpts and cfg.resume == "false":
-        raise RunDirError(f"output_dir={out} has checkpoints (step {ckpts[-1]}); pass resume=true to continue "
-                          "or overwrite=true to start over")
-    elif not ckpts and cfg.resume == "true":
-        raise RunDirError(f"resume=true but output_dir={out} has no checkpoint")
     out.mkdir(parents=True, exist_ok=True)
     old = out / "config.yaml"
     if old.exists() and old.read_text() != config_yaml and ckpts and not cfg.overwrite:

@@ -191,8 +191,13 @@ def export_final(ctx: RunContext, engine, tokenizer, extra_files: Optional[Dict[
     state_dict = engine.consolidated_state_dict()
     final = ctx.out / subdir
     if ctx.strategy.is_main:
+        from rlhf_cli.models.lora import export_lora, is_lora
+
         try:
-            save_hf_model(engine.module, state_dict, tokenizer, final)
+            if is_lora(engine.module):  # adapter files + (model.lora.merge) the merged plain model
+                export_lora(engine.module, tokenizer, final, ctx.cfg.model.lora.merge, state_dict)
+            else:
+                save_hf_model(engine.module, state_dict, tokenizer, final)
         except Exception as e:
             if not is_disk_full(e):
                 raise
