@@ -73,4 +73,6 @@ STAGES: Dict[str, StageInfo] = {
                      "Direct preference optimisation family: dpo, ipo, cdpo, kto, simpo (loss=...)."),
     "grpo": StageInfo("rlhf_cli.config.stage_grpo:GRPOConfig", "rlhf_cli.stages.grpo",
                       "Group Relative Policy Optimization with verifiable rewards (math, code, regex, RM)."),
+    "rlaif": StageInfo("rlhf_cli.config.stage_rlaif:RLAIFConfig", "rlhf_cli.stages.rlaif",
+                       "RLAIF / Constitutional AI: critique-revision SFT data and AI-labelled soft preferences."),
 }
