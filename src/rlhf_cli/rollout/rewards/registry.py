@@ -44,7 +44,7 @@ REWARDS = Registry("reward function")
 
 def _ensure_builtins() -> None:
     # importing the modules registers them (decorators); safe to call repeatedly
-    from . import code, format, gsm8k, model  # noqa: F401
+    from . import code, format, gsm8k, judge, model  # noqa: F401
 
 
 # --------------------------------------------------------------------------- helpers
