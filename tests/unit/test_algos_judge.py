@@ -4,8 +4,17 @@ import math
 import pytest
 import torch
 
-from rlhf_cli.algos.judge import (choice_ids_tensor, choice_logprobs, clamp_band, confident, expected_score,
-                                  label_probs, order_averaged, order_flips, position_bias_rate)
+from rlhf_cli.algos.judge import (
+    choice_ids_tensor,
+    choice_logprobs,
+    clamp_band,
+    confident,
+    expected_score,
+    label_probs,
+    order_averaged,
+    order_flips,
+    position_bias_rate,
+)
 
 L = math.log
 

@@ -11,7 +11,9 @@ Written (one JSON object per line):
 - ``sl_chains.jsonl``: ``{"prompt", "initial_response", "rounds": [{"principle", "critique_request",
   "critique", "revision_request", "revision"}], "final_response"}``;
 - ``preferences.jsonl``: ``{"prompt", "chosen", "rejected", "judge_prob", "principle", "order_flip"}``
-  (rm and dpo read it as pairwise records; ``judge_prob`` = P(chosen is better) after order averaging).
+  (rm and dpo read it as pairwise records; ``judge_prob`` = P(chosen is better) after order averaging,
+  ``orders`` = that probability in each presentation order [chosen shown first, chosen shown second],
+  ``order_flip`` = the two orders disagree on the winner; ``agrees_with_data`` with rlaif.responses=data).
 """
 from __future__ import annotations
 

@@ -172,7 +172,8 @@ def rl_aif(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, pro
         rec = {"prompt": pref_prompt(pr), "chosen": x if first_wins else y, "rejected": y if first_wins else x,
                "judge_prob": round(float(max(p[t], 1 - p[t])), 6), "principle": principle.name,
                "order_flip": bool(flips[t]),
-               "orders": [round(float(p1[t, 0]), 6), round(float(p2[t, 1]), 6)], "_order": [idx, k]}
+               "orders": [round(float(q if first_wins else 1 - q), 6) for q in (p1[t, 0], p2[t, 1])],
+               "_order": [idx, k]}
         if r.responses == "data":
             rec["agrees_with_data"] = first_wins
         recs.append(rec)
