@@ -63,7 +63,10 @@ def test_judge_reward_score_is_one_plus_expected_digit_and_cached_per_step(judge
     model, tok = load_judge_model(str(judge_dir))
     c = load_constitution("default")
     j = Judge(model, tok)
-    ids = j.encode(c.render("score", prompt="Name a colour.", response="red"), c.render("score_answer"))
+    # SmolLM2 has no " 7" token: the prefix gets the space, so the digit is the next token
+    assert j.answer_prefix("Rating:", [str(d) for d in range(10)]) == "Rating: "
+    assert j.answer_prefix("Response", ["A", "B"]) == "Response"
+    ids = j.encode(c.render("score", prompt="Name a colour.", response="red"), "Rating: ")
     with torch.no_grad():
         z = model(torch.tensor([ids])).logits[0, -1].float()
     digit_ids = label_token_ids(tok, [str(d) for d in range(10)])

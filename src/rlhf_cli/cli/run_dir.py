@@ -8,7 +8,8 @@ from pathlib import Path
 from rlhf_cli.engine.strategy import list_checkpoints
 from rlhf_cli.errors import RunDirError
 
-OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb", "ref_logps.pt")
+OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb", "ref_logps.pt",
+         "sl_data.jsonl", "sl_chains.jsonl", "preferences.jsonl", ".shards")  # the last four: rlaif
 
 
 def prepare_output_dir(cfg, config_yaml: str) -> Path:

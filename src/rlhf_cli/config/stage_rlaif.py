@@ -72,7 +72,7 @@ class RLAIFSection:
     then: str = "none"
     # Recipe YAML for the next stage (layered like conf=), null = its packaged defaults.
     then_conf: Optional[str] = None
-    # Extra overrides for the next stage, e.g. [train.max_steps=50, dpo.beta=0.1].
+    # Extra overrides for the next stage; on the command line quote each: "rlaif.then_overrides=['train.max_steps=50']".
     then_overrides: List[str] = field(default_factory=list)
     # Policy sampling (responses; the SL phase's first response): like GRPO's.
     max_new_tokens: int = 128

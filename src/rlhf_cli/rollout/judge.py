@@ -79,9 +79,19 @@ class Judge:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode(self, user_text: str, answer_prefix: str = "") -> List[int]:
+    def answer_prefix(self, prefix: str, labels: Sequence[str]) -> str:
+        """``prefix`` so that a label can be the NEXT token: when no label is one token with a leading space
+        (SmolLM2 writes " 7" as " " + "7"), the space goes at the end of the prefix instead."""
+        if not prefix or prefix[-1].isspace():
+            return prefix
+        spaced = any(len(self.tok(" " + lab, add_special_tokens=False)["input_ids"]) == 1 for lab in labels)
+        return prefix if spaced else prefix + " "
+
+    def encode(self, user_text: str, answer_prefix: str = "", labels: Sequence[str] = ()) -> List[int]:
         """The judge prompt as token ids: chat-rendered user turn + generation prompt, then the start of the
         judge's answer (``answer_prefix``) as plain tokens, so the next token is the label."""
+        if labels:
+            answer_prefix = self.answer_prefix(answer_prefix, labels)
         if self.chat and getattr(self.tok, "chat_template", None):
             from rlhf_cli.data.chat import render_prompt
 

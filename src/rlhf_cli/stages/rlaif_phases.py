@@ -128,10 +128,10 @@ def judge_orders(cfg, judge: Judge, const: Constitution, items: List[tuple], ran
         heads = [judge.encode(t) for t in texts]
         reasons = judge.generate(heads, judge_params(j), generator(judge.device, cfg.seed, 5, rank))
         timers.add("judge_generate", t0)
-        tail = const.render("compare_cot_answer", **labels_fmt)
+        tail = judge.answer_prefix(const.render("compare_cot_answer", **labels_fmt), [la, lb])
         ids = [h + judge.text_ids(rs + tail) for h, rs in zip(heads, reasons)]
     else:
-        ids = [judge.encode(t, const.render("compare_answer", **labels_fmt)) for t in texts]
+        ids = [judge.encode(t, const.render("compare_answer", **labels_fmt), [la, lb]) for t in texts]
     t0 = time.time()
     probs, mass = judge.label_probs(ids, [la, lb])
     timers.add("judge_forward", t0)

@@ -77,7 +77,7 @@ def make_judge_reward(*, path: str, mode: str = "score", reference_field: str = 
     def score(keys: List[Tuple[str, str, str]]) -> List[float]:
         j = judge()
         if mode == "score":
-            ids = [j.encode(const.render("score", prompt=p, response=r), const.render("score_answer"))
+            ids = [j.encode(const.render("score", prompt=p, response=r), const.render("score_answer"), DIGITS)
                    for p, r, _ in keys]
             return [1.0 + float(v) for v in j.expected_rating(ids, DIGITS, range(10))]
         from rlhf_cli.algos.judge import order_averaged
@@ -87,7 +87,7 @@ def make_judge_reward(*, path: str, mode: str = "score", reference_field: str = 
         ans = const.render("compare_answer", label_a=la, label_b=lb)
         texts = [const.render("compare", prompt=p, question=q, response_a=a, response_b=b, label_a=la, label_b=lb)
                  for first in (True, False) for p, r, ref in keys for a, b in [(r, ref) if first else (ref, r)]]
-        probs, _ = j.label_probs([j.encode(t, ans) for t in texts], [la, lb])
+        probs, _ = j.label_probs([j.encode(t, ans, labels) for t in texts], [la, lb])
         n = len(keys)
         return order_averaged(probs[:n], probs[n:]).tolist()
 
