@@ -51,6 +51,6 @@ def test_load_counts_and_errors(tmp_path, tokenizer):
     assert (st.records, st.skipped, st.too_long) == (4, 1, 1)
     assert [x.index for x in out] == [0, 1]
     out, st = load_rlaif_prompts(str(p), d(skip_bad=True), tokenizer, max_prompt_tokens=100, need_pair=True)
-    assert len(out) == 1 and out[0].pair[1] == "No." and st.skipped == 3  # bad, multi-turn, no pair
+    assert len(out) == 1 and out[0].pair[1] == "No." and (st.skipped, st.no_pair) == (1, 2)
     assert pref_prompt(out[0]) == "Tell me a joke."
     assert sl_record(out[0], "R")["messages"][-1] == {"role": "assistant", "content": "R"}

@@ -46,6 +46,7 @@ class PromptStats:
     records: int = 0
     skipped: int = 0
     too_long: int = 0
+    no_pair: int = 0  # rlaif.responses=data: records without a (single-turn) chosen/rejected pair
 
 
 def record_prompt(rec: dict, d) -> Tuple[List[dict], str, Optional[Tuple[str, str]]]:
@@ -104,7 +105,7 @@ def load_rlaif_prompts(path, d, tokenizer, max_prompt_tokens: int, limit: int = 
                 continue
             raise DataError(f"{path}:{line}: {e} (set data.skip_bad=true to skip bad records)") from None
         if need_pair and pair is None:
-            stats.skipped += 1
+            stats.no_pair += 1
             continue
         ids = encode_prompt(tokenizer, msgs)
         if len(ids) > max_prompt_tokens:
@@ -113,7 +114,7 @@ def load_rlaif_prompts(path, d, tokenizer, max_prompt_tokens: int, limit: int = 
         out.append(RLAIFPrompt(len(out), msgs, text, ids, pair))
     if not out:
         raise DataError(f"{path}: no usable prompts ({stats.records} read, {stats.skipped} skipped, "
-                        f"{stats.too_long} longer than the prompt budget)")
+                        f"{stats.too_long} longer than the prompt budget, {stats.no_pair} without a pair)")
     return out, stats
 
 

@@ -94,7 +94,8 @@ def summarise(ctx: RunContext, outs: List[PhaseOut], timers: Timers, lines: Dict
         for k, v in o.counts.items():
             local[k] += v
     red = dict(zip(COUNT_KEYS, s.all_reduce([local[k] for k in COUNT_KEYS])))
-    gen_t, jgen_t, jfwd_t = s.all_reduce([timers.generate, timers.judge_generate, timers.judge_forward], "max")
+    gen_t, jgen_t, jfwd_t, pref_t = s.all_reduce([timers.generate, timers.judge_generate, timers.judge_forward,
+                                                  timers.preferences], "max")
     out = {"prompts": prompts_total, "time/generate": round(gen_t, 3), "time/judge_generate": round(jgen_t, 3),
            "time/judge_forward": round(jfwd_t, 3), "time/total": round(wall, 3)}
     phases = cfg.rlaif.phases
@@ -108,9 +109,9 @@ def summarise(ctx: RunContext, outs: List[PhaseOut], timers: Timers, lines: Dict
                    pairs_identical_or_empty=int(red["pairs_identical_or_empty"]),
                    position_bias_rate=red["order_flips"] / judged if judged else 0.0,
                    label_mass=red["label_mass_sum"] / red["label_rows"] if red["label_rows"] else 0.0)
-        pair_time = gen_t * (phases == "preferences") + jfwd_t + (jgen_t if cfg.rlaif.cot else 0.0)
-        if judged and pair_time > 0:
-            out.update(seconds_per_pair=pair_time / judged, pairs_per_minute=60.0 * judged / pair_time)
+        if judged and pref_t > 0:  # the whole preference phase: sampling (if any), reasoning, label forwards
+            out.update(seconds_per_pair=pref_t / judged, pairs_per_minute=60.0 * judged / pref_t,
+                       judge_forward_seconds_per_pair=jfwd_t / judged)
         if cfg.rlaif.responses == "data" and judged:
             out.update(agreement_with_data=red["agree_averaged"] / judged,
                        agreement_order1=red["agree_order1"] / judged, agreement_order2=red["agree_order2"] / judged)
@@ -128,7 +129,9 @@ def run(ctx: RunContext) -> dict:
     prompts, st = load_rlaif_prompts(d.path, d, tokenizer, max_prompt_tokens=d.max_length - r.max_new_tokens,
                                      limit=d.limit, need_pair=r.responses == "data" and r.phases != "sl")
     mine = prompts[s.rank::s.world_size]
-    ctx.log(f"RLAIF data: {st.records} records ({st.skipped} skipped, {st.too_long} over the prompt budget) -> "
+    no_pair = f", {st.no_pair} without a single-turn pair" if st.no_pair else ""
+    ctx.log(f"RLAIF data: {st.records} records ({st.skipped} skipped, {st.too_long} over the prompt budget"
+            f"{no_pair}) -> "
             f"{len(prompts)} prompts, {len(mine)} on this process; phases={r.phases}; constitution "
             f"{const.path.name} ({len(const.principles)} principles, sha256 {const.sha256[:12]}); judge "
             f"{judge_dir_name(cfg.judge.path)}; {s.world_size} process(es), precision {s.precision}")

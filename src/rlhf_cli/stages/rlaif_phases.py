@@ -30,6 +30,7 @@ class Timers:
     generate: float = 0.0        # policy sampling
     judge_generate: float = 0.0  # critiques, revisions, chain-of-thought reasoning
     judge_forward: float = 0.0   # label-reading forwards
+    preferences: float = 0.0     # wall time of the whole preference phase (pairs per minute)
 
     def add(self, key: str, t0: float) -> None:
         setattr(self, key, getattr(self, key) + time.time() - t0)
@@ -141,6 +142,15 @@ def judge_orders(cfg, judge: Judge, const: Constitution, items: List[tuple], ran
 def rl_aif(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, prompts: Sequence[RLAIFPrompt],
            timers: Timers) -> PhaseOut:
     """AI-labelled soft preferences; preferences.jsonl records and the counts behind the report."""
+    t_phase = time.time()
+    try:
+        return _rl_aif(cfg, rank, policy, judge, const, prompts, timers)
+    finally:
+        timers.add("preferences", t_phase)
+
+
+def _rl_aif(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, prompts: Sequence[RLAIFPrompt],
+            timers: Timers) -> PhaseOut:
     r = cfg.rlaif
     cands = candidates(cfg, rank, policy, prompts, timers)
     items, where, identical = [], [], 0
