@@ -9,12 +9,13 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "rlhf_cli"
 
 # package -> the packages its modules may import (besides itself). Data flows one way:
 # cli -> config -> engine.launch -> worker -> stages -> (data, models, algos, rollout, engine).
-BASE = {"errors", "text", "quiet"}
+BASE = {"errors", "text", "quiet", "resources"}
 ALLOWED = {
     "": set(),  # rlhf_cli/__init__.py
     "errors": set(),
     "text": set(),
     "quiet": set(),
+    "resources": {"errors"},
     "algos": set(),
     "data": BASE,
     "models": BASE | {"data", "algos"},

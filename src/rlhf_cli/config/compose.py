@@ -18,22 +18,14 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from rlhf_cli.config.stages import STAGES
 from rlhf_cli.errors import ConfigError
+from rlhf_cli.resources import conf_dir  # noqa: F401  (re-exported)
 from rlhf_cli.text import closest  # noqa: F401  (re-exported: config's one-line errors)
 
 GROUPS = ("model", "engine", "data")
 # Fields holding filesystem paths: made absolute at compose time so workers (maybe in another cwd)
 # and later reruns read the same files. 'builtin:' paths stay symbolic.
 PATH_KEYS = ("output_dir", "model.path", "data.path", "data.eval_path", "rm.path", "ref.path", "critic.path",
-             "ppo.ptx_data")
-
-
-def conf_dir() -> Path:
-    """The packaged conf/ tree: inside the wheel, or at the repo root in a source checkout."""
-    here = Path(__file__).resolve().parent.parent
-    for cand in (here / "conf", here.parent.parent / "conf"):
-        if (cand / "stage").is_dir():
-            return cand
-    raise ConfigError(f"packaged config directory not found next to {here}")
+             "ppo.ptx_data", "judge.path", "rlaif.then_conf")
 
 
 def group_options(group: str) -> List[str]:

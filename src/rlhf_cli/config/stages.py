@@ -76,4 +76,6 @@ STAGES: Dict[str, StageInfo] = {
                      "PPO (InstructGPT): actor + critic, KL-shaped reward, GAE, PPO-ptx; reward models or rules."),
     "grpo": StageInfo("rlhf_cli.config.stage_grpo:GRPOConfig", "rlhf_cli.stages.grpo",
                       "Group Relative Policy Optimization with verifiable rewards (math, code, regex, RM)."),
+    "rlaif": StageInfo("rlhf_cli.config.stage_rlaif:RLAIFConfig", "rlhf_cli.stages.rlaif",
+                       "RLAIF / Constitutional AI: critique-revision SFT data and AI-labelled soft preferences."),
 }

@@ -11,7 +11,8 @@ from rlhf_cli.engine.checkpoints import list_checkpoints
 from rlhf_cli.errors import RunDirError
 
 OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb", "ref_logps.json",
-         "samples.jsonl", "critic", "metrics.prev.jsonl")
+         "samples.jsonl", "critic", "metrics.prev.jsonl",
+         "sl_data.jsonl", "sl_chains.jsonl", "preferences.jsonl", ".shards")  # the last four: rlaif
 LOCK = ".lock"
 # Settings that change which weights a checkpoint holds: resuming with another value is refused.
 MODEL_SHAPE_KEYS = ("model.name", "model.path", "model.tiny.", "model.lora.")

@@ -8,6 +8,7 @@ Built-ins: ``gsm8k``, ``format``, ``code``; custom: ``python:module:function``.
 from . import code as _code  # noqa: F401
 from . import format as _format  # noqa: F401
 from . import gsm8k as _gsm8k  # noqa: F401
+from . import judge as _judge  # noqa: F401
 from . import model as _model  # noqa: F401
 from .code import ExecResult, extract_code, run_code
 from .errors import RewardError
