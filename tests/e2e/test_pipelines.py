@@ -39,3 +39,31 @@ def test_instructgpt_smoke(tmp_path):
     assert ppo["base_model"] == str(tmp_path / "sft")
     assert ppo["config"]["critic"]["init"] == "reward_model"
     assert (tmp_path / "ppo" / "critic" / "model.safetensors").exists()
+
+
+def test_dpo_smoke(tmp_path):
+    proc = run_pipeline("dpo.sh", tmp_path)
+    for stage in ("sft", "rm", "dpo"):
+        check_stage(tmp_path / stage, stage)
+    assert '"accuracy"' in proc.stdout  # the rm-accuracy eval between the stages
+
+
+def test_grpo_gsm8k_smoke(tmp_path):
+    run_pipeline("grpo_gsm8k.sh", tmp_path)
+    check_stage(tmp_path / "sft", "sft")
+    check_stage(tmp_path / "grpo", "grpo")
+    for name in ("gsm8k_before.json", "gsm8k_after.json"):
+        result = json.loads((tmp_path / name).read_text())
+        assert result["n"] == 4 and 0 <= result["accuracy"] <= 1
+
+
+def test_human_loop_smoke(tmp_path):
+    """sft -> label (the real app, driven by scripted key presses) -> rm on the rankings -> dpo -> elo."""
+    run_pipeline("human_loop.sh", tmp_path)
+    rankings = [json.loads(x) for x in (tmp_path / "rankings.jsonl").read_text().splitlines()]
+    assert len(rankings) == 6 and all(r["ranks"] == [0, 1] for r in rankings)
+    for stage in ("sft", "rm", "dpo"):
+        check_stage(tmp_path / stage, stage)
+    elo = json.loads((tmp_path / "elo.json").read_text())
+    assert {r["model"] for r in elo["ratings"]} == {str(tmp_path / "sft"), str(tmp_path / "dpo")}
+    assert json.loads((tmp_path / "win_rate.json").read_text())["n"] == 6

@@ -9,7 +9,8 @@ from rlhf_cli.cli.args import parse_kv
 from rlhf_cli.errors import ConfigError
 
 OPTIONS = {"prompts": str, "candidates": str, "models": str, "k": int, "out": str, "annotator": str, "seed": int,
-           "max_new_tokens": int, "temperature": float, "top_p": float, "prompt_field": str, "limit": int}
+           "max_new_tokens": int, "temperature": float, "top_p": float, "prompt_field": str, "limit": int,
+           "keys": str}
 
 
 def model_list(value: str) -> List[str]:
@@ -60,18 +61,47 @@ def prepare(words: Sequence[str], log=print) -> dict:
     if len(usable) < len(items):
         log(f"{len(items) - len(usable)} prompt(s) have fewer than 2 non-empty responses; not shown")
     return {"items": usable, "out": o["out"], "skipped": str(skipped_path(o["out"])), "annotator": annotator,
-            "done_before": len(done), "total": total}
+            "done_before": len(done), "total": total, "keys": o.get("keys")}
+
+
+def scripted_keys(path: str) -> List[List[str]]:
+    """keys=FILE: one line per item, the keys a person would press (Textual names, space-separated),
+    e.g. ``1 = 2 enter`` or ``s``; blank lines and # comments are ignored."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"label: keys={path}: file not found")
+    lines = [ln.split("#")[0].split() for ln in p.read_text().splitlines()]
+    return [ln for ln in lines if ln]
+
+
+def run_scripted(app, script: List[List[str]]) -> dict:
+    """Drive the real app headless with scripted key presses (SMOKE pipelines, demos): one line of the
+    script per item, then quit. Returns what the session saved."""
+    import asyncio
+
+    async def session():
+        async with app.run_test() as pilot:
+            for keys in script[:len(app.items)]:
+                await pilot.press(*keys)
+            await pilot.pause()
+        return dict(app.saved)
+
+    return asyncio.run(session())
 
 
 def run_label(words: Sequence[str]) -> None:
     from rlhf_cli.feedback.label_app import LabelApp
 
     s = prepare(words)
+    keys = s.pop("keys")
     if not s["items"]:
         print(f"nothing left to label for {s['annotator']}: {s['done_before']} of {s['total']} prompts done "
               f"in {s['out']}")
         return
-    saved = LabelApp(**s).run() or {}
+    app = LabelApp(**s)
+    saved = run_scripted(app, scripted_keys(keys)) if keys else (app.run() or {})
     print(f"ranked {saved.get('ranked', 0)}, skipped {saved.get('skipped', 0)}, all bad {saved.get('all_bad', 0)} "
           f"this session; rankings in {s['out']} (train on them: rlhf train rm data.path={s['out']} "
           f"data.format=ranking; rate the models: rlhf elo {s['out']})")
