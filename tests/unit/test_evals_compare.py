@@ -62,6 +62,13 @@ def test_win_rate_same_model_is_all_ties(models):
     assert res["ci_low"] == res["ci_high"] == 0.5
 
 
+def test_win_rate_judged_by_a_model_averages_both_orders(models):
+    """judge=model: identical answers get exactly 0.5 (the two presentation orders cancel any position bias)."""
+    res = get_eval("win-rate")([f"model_a={models['a']}", f"model_b={models['a']}", f"data={models['prompts']}",
+                                "judge=model", f"judge_model={models['b']}", "max_new_tokens=4", "limit=3"])
+    assert (res["wins"], res["ties"], res["losses"]) == (0, 3, 0) and res["win_rate"] == 0.5
+
+
 def test_win_rate_matches_the_reward_model(models):
     from rlhf_cli.models.reward import RewardModelScorer
 

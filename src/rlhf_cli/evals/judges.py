@@ -6,9 +6,11 @@ hard verdicts (0.5 = tie), and ``describe() -> dict`` for the report.
 
 - ``rm``: a trained reward model (``rm=RUN_OR_DIR``, scored exactly as in training by ``RewardModelScorer``);
   a wins when ``r(a) - r(b) > tie_margin``, ties within the margin. A scalar score has no position bias.
-- A judge *model* (the RLAIF work) registers here too; it should wrap its pairwise call in ``both_orders`` so
-  each pair is judged with a first and b first and the two verdicts averaged (position-bias control as in
-  Zheng et al. 2023, "Judging LLM-as-a-judge", sec. 3.4, "swap positions").
+- ``model``: a judge LLM (``judge_model=DIR``; e.g. the policy itself, as d-RLAIF does): the constitution's
+  comparison question, the two label probabilities read from one forward, each pair judged with a first and
+  with b first and the two averaged (position-bias control: Lee et al. 2023; Zheng et al. 2023, "Judging
+  LLM-as-a-judge", sec. 3.4). It is the ``judge`` reward of the RL stages in its ``reference`` mode.
+  ``both_orders`` does the same for any other pairwise judge.
 """
 from __future__ import annotations
 
@@ -58,3 +60,29 @@ def rm_judge(opts: dict) -> RewardModelJudge:
     if not opts.get("rm"):
         raise ConfigError("eval win-rate: judge=rm needs rm=RUN_OR_DIR (a reward model from rlhf train rm)")
     return RewardModelJudge(opts["rm"], opts.get("tie_margin", 0.0), opts.get("batch_size", 8))
+
+
+class ModelJudge:
+    def __init__(self, path: str, batch_size: int = 8, constitution: str = "default"):
+        from rlhf_cli.rollout.rewards.judge import make_judge_reward
+
+        self.path = path
+        # P(a better than b), both presentation orders averaged inside (the judge reward's reference mode)
+        self.fn = make_judge_reward(path=path, mode="reference", reference_field="other", batch_size=batch_size,
+                                    constitution=constitution)
+        self.probs: List[float] = []
+
+    def prefer(self, prompts, a, b) -> List[float]:
+        self.probs = list(self.fn(list(prompts), list(a), other=list(b)))
+        return self.probs
+
+    def describe(self) -> dict:
+        return {"judge": "model", "judge_model": self.path,
+                "p_a_better_mean": sum(self.probs) / max(len(self.probs), 1)}
+
+
+@JUDGES.register("model", description="a judge LLM (judge_model=DIR): soft preference, both orders averaged")
+def model_judge(opts: dict) -> ModelJudge:
+    if not opts.get("judge_model"):
+        raise ConfigError("eval win-rate: judge=model needs judge_model=DIR (any local causal LM, e.g. the policy)")
+    return ModelJudge(opts["judge_model"], opts.get("batch_size", 8))

@@ -15,7 +15,8 @@ from typing import Sequence
 from rlhf_cli.config.options import parse_kv
 from rlhf_cli.errors import ConfigError
 
-OPTIONS = {"model_a": str, "model_b": str, "data": str, "judge": str, "rm": str, "tie_margin": float,
+OPTIONS = {"model_a": str, "model_b": str, "data": str, "judge": str, "rm": str, "judge_model": str,
+           "tie_margin": float,
            "prompt_field": str, "system": str, "limit": int, "max_new_tokens": int, "temperature": float,
            "top_p": float, "seed": int, "batch_size": int, "bootstrap": int, "ci": float, "judgements": str,
            "show": int}

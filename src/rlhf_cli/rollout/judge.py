@@ -12,7 +12,7 @@ import torch
 
 from rlhf_cli.algos.judge import choice_ids_tensor, expected_score, label_probs
 from rlhf_cli.errors import ConfigError
-from rlhf_cli.rollout.generate import _supports_logits_to_keep, generate, left_pad
+from rlhf_cli.rollout.generate import _supports_logits_to_keep, eos_ids, generate, left_pad
 from rlhf_cli.rollout.sampling import SamplingParams
 
 
@@ -34,13 +34,6 @@ def label_token_ids(tokenizer, labels: Sequence[str], key: str = "judge.labels")
     if len(set(flat)) != len(flat):
         raise ConfigError(f"{key}: labels {list(labels)} share a token")
     return out
-
-
-def eos_ids(tokenizer, model) -> List[int]:
-    ids = {tokenizer.eos_token_id}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-    return sorted(i for i in ids if i is not None)
 
 
 def load_judge_model(path: str, dtype: torch.dtype = torch.float32, key: str = "judge.path",
