@@ -17,9 +17,9 @@ from rlhf_cli.errors import ConfigError, DataError
 
 # panel title -> metric keys drawn on it (the first key a run has is its main line; all present are drawn)
 PANELS = {
-    "loss": ["loss"],
-    "reward": ["reward", "rewards/margin", "rewards/chosen", "rewards/rejected", "rewards/mean", "reward_mean",
-               "margin"],
+    "loss": ["loss", "policy_loss", "value_loss", "ptx_loss"],
+    "reward": ["reward", "reward/margin", "reward/chosen", "reward/rejected", "reward/mean", "reward_mean",
+               "margin", "score"],
     "kl": ["kl"],
     "accuracy": ["accuracy", "step_accuracy"],
     "lr": ["lr"],
