@@ -28,7 +28,7 @@ def runs(tmp_path):
     ] + [{"step": 4, "eval/loss": 0.7}, {"step": 8, "eval/loss": 0.4}], torn=True)
     sft_b = make_run(tmp_path, "sft-b", "sft", [{"step": s, "loss": 3.0 / s, "lr": 2e-4} for s in range(1, 6)])
     dpo = make_run(tmp_path, "dpo-x", "dpo", [
-        {"step": s, "loss": 0.69 - 0.01 * s, "accuracy": 0.5 + 0.05 * s, "rewards/margin": 0.1 * s, "kl": 0.01 * s}
+        {"step": s, "loss": 0.69 - 0.01 * s, "accuracy": 0.5 + 0.05 * s, "reward/margin": 0.1 * s, "kl": 0.01 * s}
         for s in range(1, 5)] + [{"step": 4, "eval/accuracy": 0.8, "eval/gsm8k_accuracy": 0.1}])
     return tmp_path, [sft_a, sft_b, dpo]
 
