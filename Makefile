@@ -39,7 +39,7 @@ lint: install
 	$(BIN)/ruff check src tests
 
 # Regenerate the README's config reference from the schema (tests/config/test_config_reference.py checks it).
-docs: install
+docs: $(BIN)/rlhf
 	$(PYTHON) scripts/gen_config_reference.py --write README.md
 
 clean:
