@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 NPROC     ?= 2
 QS_DIR    ?= runs/quickstart
 
-.PHONY: install quickstart test test-fast bench lint clean
+.PHONY: install quickstart test test-fast bench lint docs clean
 
 $(BIN)/rlhf: pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check src tests
+
+# Regenerate the README's config reference from the schema (tests/config/test_config_reference.py checks it).
+docs: $(BIN)/rlhf
+	$(PYTHON) scripts/gen_config_reference.py --write README.md
 
 clean:
 	rm -rf runs build dist .pytest_cache src/*.egg-info
