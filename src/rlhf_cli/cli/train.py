@@ -81,8 +81,8 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
     from rlhf_cli.engine.launch import default_nproc, launch, launch_command, node_launch_command
     from rlhf_cli.engine.nodes import plan_nodes, world_info
 
+    plan = plan_nodes(nnodes, node_rank, master_addr, master_port, hostfile)  # flag combinations first
     check_launch_options(nproc, hostfile)
-    plan = plan_nodes(nnodes, node_rank, master_addr, master_port, hostfile)
     recipe, overrides = split_args(words)
     if plan.multi:
         multi_node_output_dir(stage, recipe, overrides)
