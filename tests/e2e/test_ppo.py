@@ -32,7 +32,7 @@ def test_reward_rises_while_kl_stays_bounded(prompts, tmp_path):
     out = tmp_path / "learn"
     rlhf(base(prompts, out, steps=24) + ["ppo.max_new_tokens=2", "ppo.top_k=8", "ppo.prompts_per_step=8",
                                          "train.micro_batch_size=8", "optim.lr=2e-2", "ppo.kl_coef=0.01",
-                                         "critic.optim.lr=1e-3", "ppo.sample_every=12"])
+                                         "critic.optim.lr=1e-3", "ppo.sample_every=12"], timeout=1500)
     rows = metrics(out)
     reward = {r["step"]: r["reward"] for r in rows}
     first = (reward[1] + reward[2]) / 2
