@@ -124,7 +124,7 @@ def test_lora_dpo_reference_is_the_disabled_adapter(tmp_path, prefs, precompute)
     assert losses[1] == pytest.approx(math.log(2), abs=1e-5)
     assert sum(losses[s] for s in (10, 11, 12)) / 3 < losses[1] - 0.1, losses
     assert sum(acc[s] for s in (8, 9, 10, 11, 12)) / 5 >= 0.75, acc
-    assert (out / "ref_logps.pt").exists() == (precompute == "true")
+    assert (out / "ref_logps.json").exists() == (precompute == "true")
     assert (out / "final" / "adapter" / "adapter_model.safetensors").exists()
 
 

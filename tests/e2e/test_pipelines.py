@@ -66,4 +66,4 @@ def test_human_loop_smoke(tmp_path):
         check_stage(tmp_path / stage, stage)
     elo = json.loads((tmp_path / "elo.json").read_text())
     assert {r["model"] for r in elo["ratings"]} == {str(tmp_path / "sft"), str(tmp_path / "dpo")}
-    assert json.loads((tmp_path / "win_rate.json").read_text())["n"] == 6
+    assert json.loads((tmp_path / "win_rate.json").read_text())["prompts"] == 6

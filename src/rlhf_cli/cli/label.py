@@ -61,7 +61,7 @@ def prepare(words: Sequence[str], log=print) -> dict:
     if len(usable) < len(items):
         log(f"{len(items) - len(usable)} prompt(s) have fewer than 2 non-empty responses; not shown")
     return {"items": usable, "out": o["out"], "skipped": str(skipped_path(o["out"])), "annotator": annotator,
-            "done_before": len(done), "total": total, "keys": o.get("keys")}
+            "done_before": len(done), "total": total}
 
 
 def scripted_keys(path: str) -> List[List[str]]:
@@ -95,7 +95,7 @@ def run_label(words: Sequence[str]) -> None:
     from rlhf_cli.feedback.label_app import LabelApp
 
     s = prepare(words)
-    keys = s.pop("keys")
+    keys = parse_kv(words, OPTIONS, "label").get("keys")
     if not s["items"]:
         print(f"nothing left to label for {s['annotator']}: {s['done_before']} of {s['total']} prompts done "
               f"in {s['out']}")
