@@ -89,5 +89,5 @@ def test_toy_names_are_choices_and_eval_bench_run(tmp_path, pair_data):
         hits = [ln for ln in lines if ln.strip().lstrip("- ").startswith(f"{key}: {value}  # choices:")]
         assert hits, (key, value)
         assert value in [x.strip() for x in hits[0].split("# choices:")[1].split(",")], hits
-    assert seen["toy_eval"] == [{"words": ["a=1"]}] and seen["toy_bench"] == [{"opts": {"n": "3"}}]
+    assert seen["toy_eval"] == [{"words": ["a=1"]}] and seen["toy_bench"] == [{"opts": {"n": 3}}]
     assert '"eval": "toy_eval"' in proc.stdout and '"bench": "toy_bench"' in proc.stdout

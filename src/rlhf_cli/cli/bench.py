@@ -22,8 +22,11 @@ def run_bench(words: Sequence[str]) -> None:
 
     quiet_libraries(False)
     names = [w for w in words if "=" not in w] or BENCHES.names()
-    opts = parse_kv([w for w in words if "=" in w], OPTIONS, "bench")
     benches = [get_bench(n) for n in names]  # unknown names fail before the long peak measurement
+    allowed = dict(OPTIONS)
+    for n in names:  # a benchmark registered with options={key: type} adds its own
+        allowed.update(BENCHES.meta(n).get("options", {}))
+    opts = parse_kv([w for w in words if "=" in w], allowed, "bench")
     peak = matmul_peak_gflops()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()} threads"
     print(json.dumps({"bench": "matmul_peak", "device": device, "gflops": round(peak, 1)}), flush=True)

@@ -73,9 +73,11 @@ def main() -> None:
     stage, out, *overrides = sys.argv[1:]
     quiet_libraries(False)
     cfg = compose(stage, None, [*overrides, f"output_dir={out}"])
-    prepare_output_dir(cfg, to_yaml(cfg))
     strategy = Strategy(cfg)
     strategy.setup_distributed()
+    if strategy.is_main:  # as the CLI does: one process prepares (and locks) the run dir
+        prepare_output_dir(cfg, to_yaml(cfg))
+    strategy.barrier()
     strategy.seed_everything(cfg.seed)
     frozen = []
     real_prepare_frozen = strategy.prepare_frozen

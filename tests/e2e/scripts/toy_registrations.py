@@ -89,7 +89,7 @@ def toy_eval(words):
     return {"eval": "toy_eval", "words": dict(w.split("=", 1) for w in words)}
 
 
-@BENCHES.register("toy_bench")
+@BENCHES.register("toy_bench", options={"n": int})
 def toy_bench(peak_gflops, opts):
     record("toy_bench", opts=opts)
     x = torch.randn(64, 64)
