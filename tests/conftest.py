@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,3 +17,13 @@ def tokenizer():
     from rlhf_cli.models.embedded import ensure_embedded_model
 
     return AutoTokenizer.from_pretrained(str(ensure_embedded_model()))
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    """32 short prompts for the RL e2e tests (grpo, ppo)."""
+    qs = ["Say hi.", "Name a color.", "Count to three.", "What is two plus two?", "Tell me a word.",
+          "Describe the sky.", "Name an animal.", "Greet me."]
+    p = tmp_path_factory.mktemp("data") / "prompts.jsonl"
+    p.write_text("".join(json.dumps({"prompt": qs[i % 8], "id": i}) + "\n" for i in range(32)))
+    return p

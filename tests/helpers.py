@@ -11,6 +11,9 @@ from typing import Dict, List, Sequence
 REPO = Path(__file__).resolve().parent.parent
 # Tiny-model settings that keep one optimizer step well under a second on 2 CPU cores.
 TINY = ["model=tiny", "data.max_length=128", "log.progress=false", "optim.warmup_steps=1"]
+# A verifiable reward a random tiny model learns in tens of steps (grpo and ppo e2e tests).
+LOWERCASE_REWARD = (f'reward.functions=[{{name: "python:{REPO}/tests/fixtures/grpo/rewards.py:lowercase_share", '
+                    'alias: lower}]')
 
 
 def rlhf(args: Sequence[str], timeout: int = 600, env: Dict[str, str] | None = None,

@@ -3,18 +3,8 @@ import json
 
 import pytest
 
-from helpers import REPO, TINY, interrupted_then_resumed, metrics, rlhf
-
-REWARD = f'reward.functions=[{{name: "python:{REPO}/tests/fixtures/grpo/rewards.py:lowercase_share", alias: lower}}]'
-
-
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory):
-    qs = ["Say hi.", "Name a color.", "Count to three.", "What is two plus two?", "Tell me a word.",
-          "Describe the sky.", "Name an animal.", "Greet me."]
-    p = tmp_path_factory.mktemp("data") / "prompts.jsonl"
-    p.write_text("".join(json.dumps({"prompt": qs[i % 8], "id": i}) + "\n" for i in range(32)))
-    return p
+from helpers import LOWERCASE_REWARD as REWARD
+from helpers import TINY, interrupted_then_resumed, metrics, rlhf
 
 
 def base(prompts, out, steps=2):
