@@ -78,3 +78,22 @@ def run_script(script: str, args: Sequence[str], nproc: int = 1, timeout: int = 
         raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def save_tiny_judge(tokenizer, out: Path, seed: int) -> Path:
+    """A tiny random judge LLM with strong (but arbitrary) preferences, saved as a plain HF dir: the label
+    logits differ a lot because the LM head is scaled up."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

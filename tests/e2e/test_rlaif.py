@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, TINY, metrics, rlhf
+from helpers import REPO, TINY, metrics, rlhf, save_tiny_judge
 from rlhf_cli.config.compose import compose
 from rlhf_cli.data.preference import load_preferences
 from rlhf_cli.data.rlaif import CHAIN_FIELDS, PREF_FIELDS, ROUND_FIELDS
@@ -24,22 +24,7 @@ def lines(path):
 
 @pytest.fixture(scope="module")
 def judge_dir(tmp_path_factory, tokenizer):
-    """A tiny random judge with strong (but arbitrary) preferences, saved as a plain HF dir."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(40)
-    out = tmp_path_factory.mktemp("judge")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_judge(tokenizer, tmp_path_factory.mktemp("judge"), seed=1)
 
 
 @pytest.fixture(scope="module")

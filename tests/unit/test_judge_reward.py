@@ -3,6 +3,7 @@ random judge saved as a real HF dir."""
 import pytest
 import torch
 
+from helpers import save_tiny_judge
 from rlhf_cli.data.constitution import load_constitution
 from rlhf_cli.errors import ConfigError
 from rlhf_cli.rollout.judge import Judge, label_token_ids, load_judge_model
@@ -11,20 +12,7 @@ from rlhf_cli.rollout.rewards import RewardError, build_reward
 
 @pytest.fixture(scope="module")
 def judge_dir(tmp_path_factory, tokenizer):
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():  # a judge with real preferences: make the label logits differ a lot
-        model.lm_head.weight.mul_(40)
-    out = tmp_path_factory.mktemp("judge")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_judge(tokenizer, tmp_path_factory.mktemp("judge"), seed=0)
 
 
 def test_labels_are_single_tokens_or_a_one_line_error(tokenizer):

@@ -118,3 +118,15 @@ def load_reference(cfg, tokenizer):
     model = load_causal_lm(mcfg, tokenizer)
     model.requires_grad_(False)
     return model
+
+
+def inference_device_dtype(device: str = "auto", dtype: str = "auto"):
+    """(torch.device, torch.dtype) for a model only run forward (reward model, judge): 'auto' = CUDA when
+    present, bf16 there when supported, fp32 otherwise; ValueError for an unknown dtype name."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if dtype == "auto":
+        return dev, torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    if dt is None:
+        raise ValueError(f"dtype={dtype!r}: must be auto, fp32, bf16 or fp16")
+    return dev, dt

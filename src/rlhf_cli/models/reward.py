@@ -131,19 +131,14 @@ class RewardModelScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from rlhf_cli.data.preference import Encoder
-        from rlhf_cli.models.loading import resolve_model_dir
+        from rlhf_cli.models.loading import inference_device_dtype, resolve_model_dir
 
         root = resolve_model_dir(path, key="rm.path")
         self.root = root
         cfg_file = root / REWARD_CONFIG
         self.cfg = {"type": "outcome", "template": "chat", "max_length": 2048, "step_delimiter": "\n",
                     "aggregate": "min", **(json.loads(cfg_file.read_text()) if cfg_file.exists() else {})}
-        cuda = torch.cuda.is_available()
-        self.device = torch.device("cuda" if cuda else "cpu") if device == "auto" else torch.device(device)
-        if dtype == "auto":
-            dt = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        else:
-            dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        self.device, dt = inference_device_dtype(device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(str(root))
         hf = AutoModelForSequenceClassification.from_pretrained(str(root), dtype=dt)
         self.model = ScalarRewardModel(hf).to(self.device).eval()

@@ -25,16 +25,12 @@ DIGITS = [str(d) for d in range(10)]
 
 
 def _device_dtype(device: str, dtype: str):
-    import torch
+    from rlhf_cli.models.loading import inference_device_dtype
 
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    if dtype == "auto":
-        dt = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    else:
-        dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-        if dt is None:
-            raise RewardError(f"reward 'judge': dtype={dtype!r}: must be auto, fp32, bf16 or fp16")
-    return dev, dt
+    try:
+        return inference_device_dtype(device, dtype)
+    except ValueError as e:
+        raise RewardError(f"reward 'judge': {e}") from None
 
 
 @REWARDS.register("judge")
