@@ -32,8 +32,11 @@ test: install
 test-fast: install
 	$(PYTHON) -m pytest -q tests -m "not e2e"
 
+# Throughput of every stage vs the matmul peak, then side by side with TRL (installed here: a bench-only extra).
 bench: install
+	$(PYTHON) -m pip install -q -e ".[dev,bench]"
 	$(BIN)/rlhf bench
+	$(BIN)/rlhf bench --vs trl
 
 lint: install
 	$(BIN)/ruff check src tests

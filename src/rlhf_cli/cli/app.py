@@ -181,12 +181,14 @@ def quickstart(ctx: typer.Context, nproc: int = typer.Option(2, "--nproc"),
 
 
 @app.command(context_settings=EXTRA)
-def bench(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
-    """Throughput figures: matmul peak, then training tokens/s and fraction of that peak."""
+def bench(ctx: typer.Context, vs: Optional[str] = typer.Option(None, "--vs", help="Compare with a peer: trl"),
+          debug: bool = typer.Option(False, "--debug")):
+    """Throughput figures: matmul peak, then training tokens/s and fraction of that peak (--vs trl: side by
+    side with TRL's trainers, as ratios)."""
     from rlhf_cli.cli.bench import run_bench
 
     try:
-        run_bench(ctx.args)
+        run_bench(ctx.args, vs=vs)
     except Exception as e:
         fail(e, debug)
 

@@ -11,7 +11,7 @@ CHOICES = {
     "resume": ("auto", "true", "false"),
     "optim.scheduler": ("cosine", "linear", "constant"),
     "engine.backend": ("auto", "nccl", "gloo"),
-    "model.attn_implementation": ("sdpa", "eager", "flash_attention_2", "flex_attention"),
+    "model.attn_implementation": ("sdpa_varlen", "sdpa", "eager", "flash_attention_2", "flex_attention"),
     "data.format": ("auto", "messages", "prompt_completion", "text"),
 }
 

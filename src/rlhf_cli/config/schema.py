@@ -58,8 +58,9 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     # torch.compile the model (GPU speed-up; compile time dominates short CPU runs).
     compile: bool = False
-    # Attention kernel passed to transformers ('sdpa' is fast everywhere and supports packed masks).
-    attn_implementation: str = "sdpa"
+    # Attention kernel passed to transformers. sdpa_varlen = sdpa that attends packed / padding-free rows
+    # one example at a time at causal cost (models/attention.py); plain sdpa builds a block-diagonal mask.
+    attn_implementation: str = "sdpa_varlen"
     # Never run code shipped with a model dir unless the user says so.
     trust_remote_code: bool = False
     # Low-rank adapters instead of full fine-tuning (the reference of DPO/GRPO is then the adapter disabled).

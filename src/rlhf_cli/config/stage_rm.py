@@ -35,6 +35,9 @@ class PreferenceDataConfig(DataConfig):
     label_field: str = "label"
     steps_field: str = "steps"
     labels_field: str = "labels"
+    # Lay a micro-batch's sequences (every pair's chosen and rejected) end to end in one row: no padding
+    # token at all, attention and positions stay per sequence. Off = sequences padded to the longest.
+    padding_free: bool = True
 
 
 @dataclass

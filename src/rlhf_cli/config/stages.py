@@ -44,6 +44,9 @@ class SFTDataConfig(DataConfig):
     # Pack several examples into each row (attention and positions stay per example). Off = length-bucketed
     # padding.
     packing: bool = True
+    # Lay each micro-batch's rows end to end in one row (no padding token at all; attention and positions
+    # stay per example). Off = rows padded to the micro-batch's longest.
+    padding_free: bool = True
 
 
 @dataclass

@@ -6,6 +6,9 @@ mask from the restarts when no attention mask is passed, so packed examples neve
 (a test checks logits are identical to running each example alone). Labels never cross an example
 boundary.
 
+Padding-free (default): each micro-batch's rows are laid end to end in one row (``collate_flat``), so no
+micro-batch holds padding whatever the lengths. Otherwise rows are padded to the micro-batch's longest.
+
 Without packing, rows are single examples; each step's rows are sorted by length before being split
 into micro-batches, so a micro-batch pads only to its own longest example (length bucketing).
 
@@ -107,6 +110,18 @@ def collate(rows: Sequence[Row], pad_id: int, packed: bool, pad_to: int | None =
             attn[b, :n] = 1
         num_pad += width - n
     return Batch(ids, labels, pos, attn, int((labels != IGNORE).sum()), num_pad)
+
+
+def collate_flat(rows: Sequence[Row]) -> Batch:
+    """Padding-free: the micro-batch's rows laid end to end as ONE row ``[1, sum of lengths]``.
+
+    Every example keeps its own position ids (restarting at 0) and labels never cross an example, so the
+    loss is the same as with padded rows; attention stays within each example (``models.attention``
+    runs it segment by segment at causal cost) and not one token is padding."""
+    ids = torch.tensor([t for r in rows for t in r.input_ids]).unsqueeze(0)
+    labels = torch.tensor([t for r in rows for t in r.labels]).unsqueeze(0)
+    pos = torch.tensor([t for r in rows for t in r.position_ids]).unsqueeze(0)
+    return Batch(ids, labels, pos, None, int((labels != IGNORE).sum()), 0)
 
 
 def epoch_order(num_rows: int, seed: int, epoch: int, shuffle: bool) -> List[int]:

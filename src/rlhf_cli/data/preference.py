@@ -323,13 +323,17 @@ def load_preferences(path, d, tokenizer, kind: str, limit: int = 0, seed: int = 
 
 @dataclass
 class PrefBatch:
-    """All candidates of a micro-batch as right-padded rows, CANDIDATE-major: rows [0, B) are every item's
-    first sequence (chosen), rows [B, 2B) the second (rejected / KL pair), and so on."""
+    """All candidates of a micro-batch, CANDIDATE-major: sequences [0, B) are every item's first sequence
+    (chosen), [B, 2B) the second (rejected / KL pair), and so on.
 
-    input_ids: torch.Tensor  # [N, T]
-    attention_mask: torch.Tensor  # [N, T]
-    labels: torch.Tensor  # [N, T] next-token targets on answer tokens, IGNORE elsewhere
-    index: torch.Tensor  # [B, K] row of item b's candidate k (0 where absent; see valid)
+    Padded: one right-padded row per sequence. Padding-free (``position_ids`` set, ``attention_mask``
+    None): all sequences end to end in ONE row, positions restarting per sequence; ``seq_ids`` says which
+    sequence each token belongs to and ``last`` where each sequence ends."""
+
+    input_ids: torch.Tensor  # [N, T] padded, [1, L] padding-free
+    attention_mask: Optional[torch.Tensor]  # [N, T]; None when padding-free
+    labels: torch.Tensor  # next-token targets on answer tokens, IGNORE elsewhere (same shape as input_ids)
+    index: torch.Tensor  # [B, K] sequence number of item b's candidate k (0 where absent; see valid)
     valid: torch.Tensor  # [B, K] bool
     ranks: torch.Tensor  # [B, K]
     margin: Optional[torch.Tensor]  # [B] (0 where a pair has none) or None
@@ -340,13 +344,42 @@ class PrefBatch:
     step_labels: torch.Tensor  # [M]
     num_items: int
     num_pad: int
+    position_ids: Optional[torch.Tensor] = None  # [1, L] padding-free
+    seq_ids: Optional[torch.Tensor] = None  # [L] padding-free: the sequence of each token
+    last: Optional[torch.Tensor] = None  # [N] padding-free: the position of each sequence's last token
 
     def to(self, device):
         kw = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
         return PrefBatch(**kw)
 
+    @property
+    def num_sequences(self) -> int:
+        return int(self.input_ids.shape[0]) if self.last is None else int(self.last.numel())
 
-def collate_preferences(items: Sequence[PrefItem], pad_id: int) -> PrefBatch:
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-padding) tokens."""
+        return int(self.input_ids.numel()) - self.num_pad
+
+    def last_values(self, values: torch.Tensor) -> torch.Tensor:
+        """``[N]``: each sequence's value at its last token, from per-position ``values`` shaped like
+        ``input_ids``."""
+        if self.last is not None:
+            return values[0, self.last]
+        last = self.attention_mask.long().sum(dim=1).clamp(min=1) - 1
+        return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+
+def answer_targets(seq: Sequence[int], p_len: int) -> List[int]:
+    """Next-token targets of one sequence, aligned with its positions: answer tokens (predicted from
+    position p_len-1 on), IGNORE elsewhere and at the last position."""
+    n, start = len(seq), max(p_len, 1)
+    if start >= n:
+        return [IGNORE] * n
+    return [IGNORE] * (start - 1) + list(seq[start:]) + [IGNORE]
+
+
+def collate_preferences(items: Sequence[PrefItem], pad_id: int, padding_free: bool = False) -> PrefBatch:
     B, K = len(items), max(len(it.seqs) for it in items)
     rows, index, valid = [], torch.zeros(B, K, dtype=torch.long), torch.zeros(B, K, dtype=torch.bool)
     ranks = torch.zeros(B, K, dtype=torch.long)
@@ -358,26 +391,39 @@ def collate_preferences(items: Sequence[PrefItem], pad_id: int) -> PrefBatch:
                 rows.append((it.seqs[k], it.prompt_lens[k]))
                 if it.ref_logps is not None:
                     refs.append(it.ref_logps[k])
-    width = max(len(s) for s, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for r, (seq, p_len) in enumerate(rows):
-        n = len(seq)
-        ids[r, :n] = torch.tensor(seq)
-        attn[r, :n] = 1
-        start = max(p_len, 1)  # target t is token t+1: answer tokens are predicted from position p_len-1
-        if start < n:
-            labels[r, start - 1:n - 1] = ids[r, start:n]
+    targets = [answer_targets(seq, p_len) for seq, p_len in rows]
     srows, scols, slabels = [], [], []
     for b, it in enumerate(items):
         srows += [int(index[b, 0])] * len(it.step_ends)
         scols += it.step_ends
         slabels += it.step_labels
+    flat = {}
+    if padding_free:
+        starts = [0]
+        for seq, _ in rows:
+            starts.append(starts[-1] + len(seq))
+        ids = torch.tensor([t for seq, _ in rows for t in seq]).unsqueeze(0)
+        labels = torch.tensor([t for tg in targets for t in tg]).unsqueeze(0)
+        attn, num_pad = None, 0
+        flat = dict(position_ids=torch.tensor([p for seq, _ in rows for p in range(len(seq))]).unsqueeze(0),
+                    seq_ids=torch.tensor([r for r, (seq, _) in enumerate(rows) for _ in seq]),
+                    last=torch.tensor(starts[1:]) - 1)
+        scols = [starts[r] + c for r, c in zip(srows, scols)]
+        srows = [0] * len(scols)
+    else:
+        width = max(len(s) for s, _ in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        for r, ((seq, _), tg) in enumerate(zip(rows, targets)):
+            ids[r, :len(seq)] = torch.tensor(seq)
+            attn[r, :len(seq)] = 1
+            labels[r, :len(seq)] = torch.tensor(tg)
+        num_pad = int((attn == 0).sum())
     has_margin = any(it.margin is not None for it in items)
     margin = torch.tensor([float(it.margin or 0.0) for it in items]) if has_margin else None
     label = torch.tensor([bool(it.label) for it in items]) if items[0].label is not None else None
     return PrefBatch(ids, attn, labels, index, valid, ranks, margin, label,
                      torch.tensor(refs) if len(refs) == len(rows) else None,
                      torch.tensor(srows, dtype=torch.long), torch.tensor(scols, dtype=torch.long),
-                     torch.tensor(slabels, dtype=torch.float32), B, int((attn == 0).sum()))
+                     torch.tensor(slabels, dtype=torch.float32), B, num_pad, **flat)

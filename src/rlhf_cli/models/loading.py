@@ -49,6 +49,7 @@ def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
     With model.lora.r > 0 it comes back wrapped in LoRA adapters (models.lora), only they trainable."""
     from transformers import AutoModelForCausalLM
 
+    from rlhf_cli.models import attention  # noqa: F401  (registers sdpa_varlen)
     from rlhf_cli.models.lora import apply_lora, lora_enabled, quantization_config
 
     lora = getattr(mcfg, "lora", None)

@@ -63,6 +63,7 @@ def build_reward_model(mcfg, tokenizer, seed: int, dtype: torch.dtype = torch.fl
     an existing reward model dir (its head kept)."""
     from transformers import AutoModelForSequenceClassification
 
+    from rlhf_cli.models import attention  # noqa: F401  (registers sdpa_varlen)
     from rlhf_cli.models.loading import model_source, tiny_config
 
     fresh_head = True

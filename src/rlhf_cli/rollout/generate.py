@@ -155,8 +155,10 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _supports_logits_to_keep(model: torch.nn.Module) -> bool:
+    # A peft wrapper's forward(*args, **kwargs) hides the argument; it passes it through to the base model.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover
         return False
 

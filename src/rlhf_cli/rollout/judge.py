@@ -41,6 +41,7 @@ def load_judge_model(path: str, dtype: torch.dtype = torch.float32, key: str = "
     """(model, tokenizer) from a local HF dir or run dir; one-line ConfigError if it cannot be loaded."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlhf_cli.models import attention  # noqa: F401  (registers sdpa_varlen)
     from rlhf_cli.models.loading import resolve_model_dir
 
     d = resolve_model_dir(path, key=key)

@@ -21,7 +21,7 @@ from rlhf_cli.algos.logprobs import token_logprobs
 from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, loss_spec
 from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.preference import PrefItem, collate_preferences
-from rlhf_cli.models.forward import lm_logits
+from rlhf_cli.models.forward import label_logprobs, lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.models.lora import lora_enabled, reference_by_disabled_adapter
 from rlhf_cli.stages.common import fit
@@ -30,7 +30,12 @@ from rlhf_cli.stages.runtime import RunContext
 
 
 def sequence_logps(model, batch, chunk_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(sum of answer-token log-probs [N], number of answer tokens [N]) for every row of the batch."""
+    """(sum of answer-token log-probs [N], number of answer tokens [N]) for every sequence of the batch."""
+    if batch.seq_ids is not None:  # padding-free: one row, the LM head only where there are answer tokens
+        logps, keep = label_logprobs(model, batch.input_ids, batch.position_ids, batch.labels, chunk_size)
+        seq, n = batch.seq_ids[keep], batch.num_sequences
+        counts = torch.bincount(seq[batch.labels[0, keep] != IGNORE], minlength=n)
+        return logps.new_zeros(n).index_add(0, seq, logps), counts.clamp(min=1)
     logits = lm_logits(model, batch.input_ids, None, batch.attention_mask)
     logps = token_logprobs(logits, batch.labels, chunk_size)  # 0 where label == IGNORE
     return logps.sum(-1), (batch.labels != IGNORE).sum(-1).clamp(min=1)
@@ -44,18 +49,19 @@ def loss_kwargs(d, spec: dict) -> dict:
 class DPOTask:
     def __init__(self, ctx: RunContext, pad_id: int, ref=None, ref_is_base: bool = False):
         self.d, self.s, self.pad_id, self.ref = ctx.cfg.dpo, ctx.strategy, pad_id, ref
+        self.padding_free = ctx.cfg.data.padding_free
         self.spec = loss_spec(self.d.loss)
         self.fn, self.kwargs = DPO_LOSSES.get(self.d.loss), loss_kwargs(self.d, self.spec)
         self.ref_is_base = ref_is_base  # LoRA: the reference is the policy with its adapter disabled
 
     def collate(self, rows):
-        return collate_preferences(rows, self.pad_id).to(self.s.device)
+        return collate_preferences(rows, self.pad_id, self.padding_free).to(self.s.device)
 
     def weight(self, batch) -> float:
         return float(batch.num_items)
 
     def tokens(self, batch) -> Tuple[int, int]:
-        return int(batch.attention_mask.sum()), batch.num_pad
+        return batch.num_tokens, batch.num_pad
 
     def reference(self, batch, model=None) -> Optional[torch.Tensor]:
         if not self.spec["reference"]:
@@ -111,7 +117,7 @@ def precompute_reference(ctx: RunContext, ref, splits: List[List[PrefItem]], pad
         out = {}
         for k in range(0, len(mine), cfg.ref.batch_size):
             chunk = mine[k:k + cfg.ref.batch_size]
-            batch = collate_preferences([items[i] for i in chunk], pad_id).to(s.device)
+            batch = collate_preferences([items[i] for i in chunk], pad_id, ctx.cfg.data.padding_free).to(s.device)
             sums = sequence_logps(ref, batch, cfg.dpo.logprob_chunk_size)[0].float().cpu()
             for j, i in enumerate(chunk):
                 out[i] = [float(sums[batch.index[j, c]]) for c in range(len(items[i].seqs))]

@@ -13,7 +13,7 @@ import torch
 from rlhf_cli.algos.reward import RM_LOSSES, process_bce
 from rlhf_cli.data.preference import collate_preferences, load_preferences
 from rlhf_cli.models.loading import load_tokenizer
-from rlhf_cli.models.reward import build_reward_model, last_token_scores, reward_config_text
+from rlhf_cli.models.reward import build_reward_model, reward_config_text
 from rlhf_cli.stages.common import fit, load_train_eval
 from rlhf_cli.stages.runtime import RunContext
 
@@ -30,26 +30,26 @@ def ranking_stats(grid: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor) 
 
 def preference_scores(values: torch.Tensor, batch) -> torch.Tensor:
     """[B, K] last-token scores of every candidate (0 where a candidate is absent)."""
-    scores = last_token_scores(values, batch.attention_mask)
+    scores = batch.last_values(values)
     return scores[batch.index].masked_fill(~batch.valid, 0.0)
 
 
 class RMTask:
-    def __init__(self, rm_cfg, pad_id: int, device: torch.device):
-        self.rm, self.pad_id, self.device = rm_cfg, pad_id, device
+    def __init__(self, rm_cfg, pad_id: int, device: torch.device, padding_free: bool = True):
+        self.rm, self.pad_id, self.device, self.padding_free = rm_cfg, pad_id, device, padding_free
         self.process = rm_cfg.type == "process"
 
     def collate(self, rows):
-        return collate_preferences(rows, self.pad_id).to(self.device)
+        return collate_preferences(rows, self.pad_id, self.padding_free).to(self.device)
 
     def weight(self, batch) -> float:
         return float(batch.step_labels.numel() if self.process else batch.num_items)
 
     def tokens(self, batch) -> Tuple[int, int]:
-        return int(batch.attention_mask.sum()), batch.num_pad
+        return batch.num_tokens, batch.num_pad
 
     def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
-        values = model(batch.input_ids, batch.attention_mask)
+        values = model(batch.input_ids, batch.attention_mask, batch.position_ids)
         if self.process:
             logits = values[batch.step_rows, batch.step_cols]
             n = batch.step_labels.numel()
@@ -96,7 +96,7 @@ def run(ctx: RunContext) -> dict:
     kind = "process" if cfg.rm.type == "process" else "outcome"
     train, evals, st = load_preference_splits(ctx, tokenizer, kind, cfg.rm.step_delimiter)
     model = build_reward_model(cfg.model, tokenizer, cfg.seed)
-    task = RMTask(cfg.rm, tokenizer.pad_token_id, s.device)
+    task = RMTask(cfg.rm, tokenizer.pad_token_id, s.device, cfg.data.padding_free)
     extra = {"reward_config.json": lambda summary: reward_config_text(cfg.rm, cfg.data, cfg.data.max_length,
                                                                        summary)}
     return fit(ctx, model, tokenizer, task, train, evals, extra_files=extra,

@@ -6,19 +6,21 @@ from typing import Dict, Sequence, Tuple
 import torch
 
 from rlhf_cli.algos.logprobs import token_logprobs
-from rlhf_cli.data.packing import build_rows, collate
+from rlhf_cli.data.packing import build_rows, collate, collate_flat
 from rlhf_cli.data.sft import load_sft_examples
-from rlhf_cli.models.forward import lm_logits
+from rlhf_cli.models.forward import label_logprobs, lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
 from rlhf_cli.stages.common import fit, load_train_eval
 from rlhf_cli.stages.runtime import RunContext
 
 
 class SFTTask:
-    def __init__(self, pad_id: int, packed: bool, device: torch.device):
-        self.pad_id, self.packed, self.device = pad_id, packed, device
+    def __init__(self, pad_id: int, packed: bool, device: torch.device, padding_free: bool = True):
+        self.pad_id, self.packed, self.device, self.padding_free = pad_id, packed, device, padding_free
 
     def collate(self, rows: Sequence):
+        if self.padding_free:
+            return collate_flat(rows).to(self.device)
         return collate(rows, self.pad_id, self.packed).to(self.device)
 
     def weight(self, batch) -> float:
@@ -28,8 +30,11 @@ class SFTTask:
         return batch.input_ids.numel() - batch.num_pad, batch.num_pad
 
     def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
-        logits = lm_logits(model, batch.input_ids, batch.position_ids, batch.attention_mask)
-        logps = token_logprobs(logits, batch.labels)  # fp32 per chunk, 0 where label == IGNORE
+        if self.padding_free:
+            logps, _ = label_logprobs(model, batch.input_ids, batch.position_ids, batch.labels)
+        else:
+            logits = lm_logits(model, batch.input_ids, batch.position_ids, batch.attention_mask)
+            logps = token_logprobs(logits, batch.labels)  # fp32 per chunk, 0 where label == IGNORE
         loss_sum = -logps.sum()
         return loss_sum, {"loss": float(loss_sum.detach())}
 
@@ -54,6 +59,6 @@ def run(ctx: RunContext) -> dict:
             f"{'packed ' if d.packing else ''}rows; "
             f"precision {s.precision}, {s.world_size} process(es), ZeRO-{cfg.engine.zero_stage}")
     model = load_causal_lm(cfg.model, tokenizer)
-    task = SFTTask(tokenizer.pad_token_id, d.packing, s.device)
+    task = SFTTask(tokenizer.pad_token_id, d.packing, s.device, d.padding_free)
     return fit(ctx, model, tokenizer, task, rows, eval_rows,
                summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})

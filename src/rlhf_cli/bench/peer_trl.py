@@ -1,0 +1,153 @@
+"""TRL's trainers on the same model, data, batch and length as our benchmarks (`rlhf bench --vs trl`).
+
+TRL is an optional extra (``pip install 'rlhf-cli[bench]'``), never a runtime dependency. Each function
+trains a few real steps of TRL's own trainer on the embedded SmolLM2-135M in fp32 and returns the
+policy's real (non-padding) tokens per second over the steps after the first, counted exactly as our
+stages count them: a forward hook on the policy sees every training forward, a callback times each step.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Dict, List
+
+import torch
+
+
+def require_trl() -> str:
+    try:
+        import trl
+    except ImportError:
+        from rlhf_cli.errors import ConfigError
+
+        raise ConfigError("--vs trl needs TRL: pip install 'rlhf-cli[bench]' (or: pip install trl)") from None
+    return trl.__version__
+
+
+def model_dir(stage: str) -> str:
+    """The embedded SmolLM2-135M as a local HF dir (converted once, as our stages do)."""
+    from rlhf_cli.config.compose import compose
+    from rlhf_cli.models.embedded import prepare_model
+    from rlhf_cli.models.loading import model_source
+
+    cfg = compose(stage, None, ["model=smollm2-135m", "output_dir=/tmp/unused"])
+    prepare_model(cfg)
+    return str(model_source(cfg.model))
+
+
+def builtin_records(name: str, limit: int) -> List[dict]:
+    from rlhf_cli.data.readers import read_records
+
+    out = []
+    for _, rec in read_records(f"builtin:{name}"):
+        out.append(rec)
+        if len(out) == limit:
+            break
+    return out
+
+
+class StepMeter:
+    """Real tokens the policy's forwards saw, and wall time, per optimizer step."""
+
+    def __init__(self, model):
+        self.tokens, self.steps = 0, []
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        if not module.training or not torch.is_grad_enabled():
+            return  # reference / evaluation forwards: not training tokens
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        self.tokens += int(mask.sum()) if mask is not None else int(ids.numel())
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        meter = self
+
+        class _Timer(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                meter.tokens, meter.t0 = 0, time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                meter.steps.append((time.perf_counter() - meter.t0, meter.tokens))
+
+        return _Timer()
+
+    def result(self) -> Dict[str, float]:
+        steps = self.steps[1:] or self.steps  # the first step warms up
+        t = sum(dt for dt, _ in steps)
+        return {"tokens_per_s": round(sum(n for _, n in steps) / t, 1), "step_time": round(t / len(steps), 3)}
+
+
+def common_args(cls, out: str, steps: int, batch: int, **kw):
+    cuda = torch.cuda.is_available()
+    return cls(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+               learning_rate=1e-5, lr_scheduler_type="constant", logging_steps=10**6, save_strategy="no",
+               eval_strategy="no", report_to="none", use_cpu=not cuda, bf16=cuda,
+               dataloader_num_workers=0, disable_tqdm=True, seed=0, **kw)
+
+
+def hh_pairs(limit: int) -> List[dict]:
+    """The bundled HH pairs as TRL's conversational prompt / chosen / rejected, split as our hh format does."""
+    from rlhf_cli.data.preference import split_hh
+
+    rows = []
+    for rec in builtin_records("hh_harmless_sample.jsonl", limit):
+        prompt, a, b = split_hh(rec["chosen"], rec["rejected"], "chat")
+        rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": a}],
+                     "rejected": [{"role": "assistant", "content": b}]})
+    return rows
+
+
+def sft(seq: int, batch: int, steps: int, limit: int, packing: bool) -> Dict[str, float]:
+    """TRL SFTTrainer on the bundled GSM8K chats, loss on the answer (prompt-completion form)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    path = model_dir("sft")
+    rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}
+            for r in builtin_records("gsm8k_sft.jsonl", limit)]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    meter = StepMeter(model)
+    with tempfile.TemporaryDirectory() as out:
+        args = common_args(SFTConfig, out, steps, batch, max_length=seq, packing=packing, dataset_num_proc=None)
+        SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                   processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()
+    return meter.result()
+
+
+def rm(seq: int, batch: int, steps: int, limit: int) -> Dict[str, float]:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    path = model_dir("rm")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                               attn_implementation="sdpa")
+    model.config.pad_token_id = tok.pad_token_id
+    meter = StepMeter(model)
+    with tempfile.TemporaryDirectory() as out:
+        args = common_args(RewardConfig, out, steps, batch, max_length=seq)
+        RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(hh_pairs(limit)),
+                      processing_class=tok, callbacks=[meter.callback()]).train()
+    return meter.result()
+
+
+def dpo(seq: int, batch: int, steps: int, limit: int, precompute: bool) -> Dict[str, float]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    path = model_dir("dpo")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    meter = StepMeter(model)
+    with tempfile.TemporaryDirectory() as out:
+        args = common_args(DPOConfig, out, steps, batch, max_length=seq, beta=0.1,
+                           precompute_ref_log_probs=precompute)
+        DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(hh_pairs(limit)),
+                   processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()
+    return meter.result()
+

@@ -1,0 +1,109 @@
+"""`rlhf bench --vs trl [sft rm dpo] [key=value ...]`: our stage and TRL's trainer side by side.
+
+Same model (the embedded SmolLM2-135M, fp32 on CPU), same data (the bundled GSM8K chats for SFT, the
+bundled HH pairs for RM and DPO), same micro-batch and maximum length, one process each. Every run is a
+fresh Python process, ours and TRL's alternate (``rounds=N`` repeats the pair), and each side keeps its
+best round: this machine's speed moves 2x with its neighbours, so the ratio of two runs taken minutes
+apart is what we quote, never an absolute time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List, Tuple
+
+# stage -> [(label, our runner's kwargs, TRL runner's kwargs)]; the rows of the comparison table.
+DEFAULTS = {"sft": {"seq": 256, "micro_batch": 4, "steps": 5, "limit": 64},
+            "rm": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32},
+            "dpo": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32}}
+
+
+def plan(stage: str, opts: dict) -> List[Tuple[str, dict, List[Tuple[str, dict]]]]:
+    """(row label, our kwargs, [(TRL mode label, TRL kwargs)]) for one stage."""
+    o = {k: opts.get(k, v) for k, v in DEFAULTS[stage].items()}
+    base = {"seq": o["seq"], "batch": o["micro_batch"], "steps": o["steps"], "limit": o["limit"]}
+    if stage == "sft":
+        return [("sft", base, [("packed", {**base, "packing": True}), ("padded", {**base, "packing": False})])]
+    if stage == "rm":
+        return [("rm", base, [("", base)])]
+    return [("dpo precomputed ref", {**base, "precompute": True}, [("", {**base, "precompute": True})]),
+            ("dpo live ref", {**base, "precompute": False}, [("", {**base, "precompute": False})])]
+
+
+def ours(stage: str, seq: int, batch: int, steps: int, limit: int, precompute: bool = False) -> Dict[str, float]:
+    """Our stage through its real training path (one process, engine=zero0), matching the TRL run."""
+    from rlhf_cli.bench.peak import matmul_peak_gflops
+    from rlhf_cli.bench.sft import run_training_bench
+
+    peak = matmul_peak_gflops()  # measured here, minutes from the TRL run, not at the start of the table
+    over = ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}", f"train.micro_batch_size={batch}",
+            "train.grad_accum=1", f"data.limit={limit}", "optim.lr=1e-5"]
+    if stage == "dpo":
+        over.append(f"ref.precompute={str(precompute).lower()}")
+    rows = run_training_bench(stage, over, steps)
+    t = sum(r["step_time"] for r in rows)
+    return {"tokens_per_s": round(sum(r["tokens_per_s"] * r["step_time"] for r in rows) / t, 1),
+            "step_time": round(t / len(rows), 3),
+            "padding_fraction": round(sum(r["padding_fraction"] for r in rows) / len(rows), 4),
+            "peak_gflops": round(peak, 1)}
+
+
+def _fresh(side: str, stage: str, kwargs: dict) -> Dict[str, float]:
+    """One run in a fresh process; its JSON result."""
+    cmd = [sys.executable, "-m", "rlhf_cli.bench.vs", side, stage, json.dumps(kwargs)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
+    raise RuntimeError(f"{side} {stage} benchmark run failed (exit {p.returncode}): {tail[0]}")
+
+
+def best(runs: List[Dict[str, float]]) -> Dict[str, float]:
+    return max(runs, key=lambda r: r["tokens_per_s"])
+
+
+def run_vs(peer: str, names: List[str], opts: dict) -> List[dict]:
+    """Print (and return) one comparison row per stage mode; ``peer`` is 'trl' (checked by the CLI)."""
+    from rlhf_cli.bench.peer_trl import require_trl
+    from rlhf_cli.bench.sft import N_PARAMS_135M
+    version = require_trl()
+    rounds = int(opts.get("rounds", 1))
+    out = []
+    for stage in names:
+        for label, our_kw, modes in plan(stage, opts):
+            mine, theirs = [], {m: [] for m, _ in modes}
+            for _ in range(rounds):  # alternate: ours, then each TRL mode, then ours again...
+                mine.append(_fresh("ours", stage, our_kw))
+                for m, kw in modes:
+                    theirs[m].append(_fresh("trl", stage, kw))
+            a = best(mine)
+            row = {"bench": f"vs-trl {label}", "trl": version, "ours_tokens_per_s": a["tokens_per_s"],
+                   "ours_padding_fraction": a["padding_fraction"],
+                   "ours_fraction_of_matmul_peak":
+                       round(6 * N_PARAMS_135M * a["tokens_per_s"] / 1e9 / a["peak_gflops"], 3)}
+            for m, runs in theirs.items():
+                b = best(runs)
+                key = f"trl_{m}_tokens_per_s" if m else "trl_tokens_per_s"
+                row[key] = b["tokens_per_s"]
+            fastest = max(v for k, v in row.items() if k.startswith("trl_") and k.endswith("tokens_per_s"))
+            row["ratio_vs_trl_fastest"] = round(a["tokens_per_s"] / fastest, 3)
+            print(json.dumps(row), flush=True)
+            out.append(row)
+    return out
+
+
+if __name__ == "__main__":  # one side of one comparison: python -m rlhf_cli.bench.vs SIDE STAGE JSON
+    from rlhf_cli.quiet import quiet_libraries
+
+    quiet_libraries(False)
+    side, stage, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    if side == "ours":
+        res = ours(stage, **kw)
+    else:
+        from rlhf_cli.bench import peer_trl
+
+        res = getattr(peer_trl, stage)(**kw)
+    print("RESULT " + json.dumps(res), flush=True)
