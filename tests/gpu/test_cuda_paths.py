@@ -9,8 +9,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def tiny(dtype=torch.bfloat16, attn="sdpa_varlen"):
-    import rlhf_cli.models.attention  # noqa: F401  (registers sdpa_varlen)
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    import rlhf_cli.models.attention  # noqa: F401  (registers sdpa_varlen)
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -35,10 +36,10 @@ def test_static_cache_cuda_graph_decode_matches_dynamic():
 
 
 def test_bf16_padding_free_training_forward_matches_padded():
+    from rlhf_cli.algos.logprobs import token_logprobs
     from rlhf_cli.data.packing import build_rows, collate, collate_flat
     from rlhf_cli.data.sft import Example
     from rlhf_cli.models.forward import label_logprobs, lm_logits
-    from rlhf_cli.algos.logprobs import token_logprobs
 
     g = torch.Generator().manual_seed(2)
     exs = [Example(torch.randint(3, 256, (n,), generator=g).tolist(), [0, 0] + [1] * (n - 2)) for n in (40, 17, 64)]
