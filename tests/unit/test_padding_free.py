@@ -97,6 +97,7 @@ def pref_items():
 
 def test_flat_preference_batch_gives_the_padded_logps_and_last_token_values():
     from rlhf_cli.stages.dpo import sequence_logps
+    from rlhf_cli.stages.rm import sequence_scores
 
     model = tiny_llama().eval()
     items = pref_items()
@@ -108,11 +109,11 @@ def test_flat_preference_batch_gives_the_padded_logps_and_last_token_values():
     torch.testing.assert_close(lf, lp, atol=1e-4, rtol=1e-5)
     assert nf.tolist() == n.tolist() == [3, 5, 2, 6, 1, 2]
     vals_p = torch.arange(padded.input_ids.numel(), dtype=torch.float).view_as(padded.input_ids)
-    last_p = padded.last_values(vals_p)
+    last_p = sequence_scores(vals_p, padded)
     lens = padded.attention_mask.sum(1)
     assert last_p.tolist() == [float(r * padded.input_ids.shape[1] + lens[r] - 1) for r in range(6)]
     vals_f = torch.arange(flat.input_ids.numel(), dtype=torch.float).unsqueeze(0)
-    assert flat.last_values(vals_f).tolist() == (lens.cumsum(0) - 1).float().tolist()
+    assert sequence_scores(vals_f, flat).tolist() == (lens.cumsum(0) - 1).float().tolist()
 
 
 @pytest.mark.parametrize("free", [False, True])

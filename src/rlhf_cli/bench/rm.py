@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rlhf_cli.bench.peak import peak_rss_mb
-from rlhf_cli.bench.sft import N_PARAMS_135M, run_training_bench
+from rlhf_cli.bench.sft import N_PARAMS_135M, run_training_bench, throughput
 
 
 def pairs_bench(stage: str, name: str, overrides, opts: dict, peak_gflops: float, flops_per_token: float) -> dict:
@@ -11,13 +11,12 @@ def pairs_bench(stage: str, name: str, overrides, opts: dict, peak_gflops: float
     rows = run_training_bench(stage, ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}",
                                       f"train.micro_batch_size={mb}", "train.grad_accum=1", "data.limit=16",
                                       *overrides], steps)
-    t = sum(r["step_time"] for r in rows)
-    tok_s = sum(r["tokens_per_s"] * r["step_time"] for r in rows) / t
+    tok_s, t, padding = throughput(rows)
     flops = flops_per_token * N_PARAMS_135M * tok_s
     return {"bench": name, "model": "SmolLM2-135M", "max_length": seq, "pairs_per_step": mb,
             "pairs_per_s": round(mb * len(rows) / t, 3), "tokens_per_s": round(tok_s, 1),
             "achieved_gflops": round(flops / 1e9, 2), "fraction_of_matmul_peak": round(flops / 1e9 / peak_gflops, 3),
-            "padding_fraction": round(sum(r["padding_fraction"] for r in rows) / len(rows), 4),
+            "padding_fraction": round(padding, 4),
             "peak_rss_mb": round(peak_rss_mb())}
 
 

@@ -30,6 +30,13 @@ def run_training_bench(stage: str, overrides, steps: int, key: str = "loss"):
     return [r for r in rows if key in r][1:]
 
 
+def throughput(rows):
+    """(tokens/s over all the rows' steps, their total seconds, mean padding fraction) of metrics rows."""
+    t = sum(r["step_time"] for r in rows)
+    return (sum(r["tokens_per_s"] * r["step_time"] for r in rows) / t, t,
+            sum(r["padding_fraction"] for r in rows) / len(rows))
+
+
 def run(peak_gflops: float, opts: dict) -> dict:
     seq = int(opts.get("seq", 512))
     steps = int(opts.get("steps", 4))
@@ -37,9 +44,9 @@ def run(peak_gflops: float, opts: dict) -> dict:
     rows = run_training_bench("sft", ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}",
                                       "train.micro_batch_size=4", "data.packing=true", f"model.compile={compile_}"],
                               steps)
-    tok_s = sum(r["tokens_per_s"] * r["step_time"] for r in rows) / sum(r["step_time"] for r in rows)
+    tok_s, _, padding = throughput(rows)
     flops = 6 * N_PARAMS_135M * tok_s
     return {"bench": "sft", "model": "SmolLM2-135M", "seq": seq, "compile": compile_, "tokens_per_s": round(tok_s, 1),
             "achieved_gflops_6N": round(flops / 1e9, 2), "fraction_of_matmul_peak": round(flops / 1e9 / peak_gflops, 3),
-            "padding_fraction": round(sum(r["padding_fraction"] for r in rows) / len(rows), 4),
+            "padding_fraction": round(padding, 4),
             "peak_rss_mb": round(peak_rss_mb())}

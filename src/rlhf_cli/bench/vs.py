@@ -14,7 +14,7 @@ import subprocess
 import sys
 from typing import Dict, List, Tuple
 
-# stage -> [(label, our runner's kwargs, TRL runner's kwargs)]; the rows of the comparison table.
+# Per stage, the benchmark options and their defaults (`rlhf bench --vs trl sft seq=512` overrides one).
 DEFAULTS = {"sft": {"seq": 256, "micro_batch": 4, "steps": 5, "limit": 64},
             "rm": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32},
             "dpo": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32}}
@@ -35,7 +35,7 @@ def plan(stage: str, opts: dict) -> List[Tuple[str, dict, List[Tuple[str, dict]]
 def ours(stage: str, seq: int, batch: int, steps: int, limit: int, precompute: bool = False) -> Dict[str, float]:
     """Our stage through its real training path (one process, engine=zero0), matching the TRL run."""
     from rlhf_cli.bench.peak import matmul_peak_gflops
-    from rlhf_cli.bench.sft import run_training_bench
+    from rlhf_cli.bench.sft import run_training_bench, throughput
 
     before = matmul_peak_gflops()  # measured here, next to the run, not at the start of the table
     over = ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}", f"train.micro_batch_size={batch}",
@@ -44,11 +44,9 @@ def ours(stage: str, seq: int, batch: int, steps: int, limit: int, precompute: b
         over.append(f"ref.precompute={str(precompute).lower()}")
     rows = run_training_bench(stage, over, steps)
     peak = max(before, matmul_peak_gflops())  # a neighbour can slow one measurement; the faster is the peak
-    t = sum(r["step_time"] for r in rows)
-    return {"tokens_per_s": round(sum(r["tokens_per_s"] * r["step_time"] for r in rows) / t, 1),
-            "step_time": round(t / len(rows), 3),
-            "padding_fraction": round(sum(r["padding_fraction"] for r in rows) / len(rows), 4),
-            "peak_gflops": round(peak, 1)}
+    tok_s, t, padding = throughput(rows)
+    return {"tokens_per_s": round(tok_s, 1), "step_time": round(t / len(rows), 3),
+            "padding_fraction": round(padding, 4), "peak_gflops": round(peak, 1)}
 
 
 def _fresh(side: str, stage: str, kwargs: dict) -> Dict[str, float]:

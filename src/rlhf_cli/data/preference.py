@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from rlhf_cli.data.chat import render_messages, render_prompt, validate_messages
-from rlhf_cli.data.packing import IGNORE
+from rlhf_cli.data.packing import collate, collate_flat, example_row
 from rlhf_cli.data.readers import BadRecord, read_records
 from rlhf_cli.errors import DataError
 
@@ -361,23 +361,6 @@ class PrefBatch:
         """Real (non-padding) tokens."""
         return int(self.input_ids.numel()) - self.num_pad
 
-    def last_values(self, values: torch.Tensor) -> torch.Tensor:
-        """``[N]``: each sequence's value at its last token, from per-position ``values`` shaped like
-        ``input_ids``."""
-        if self.last is not None:
-            return values[0, self.last]
-        last = self.attention_mask.long().sum(dim=1).clamp(min=1) - 1
-        return values.gather(1, last.unsqueeze(1)).squeeze(1)
-
-
-def answer_targets(seq: Sequence[int], p_len: int) -> List[int]:
-    """Next-token targets of one sequence, aligned with its positions: answer tokens (predicted from
-    position p_len-1 on), IGNORE elsewhere and at the last position."""
-    n, start = len(seq), max(p_len, 1)
-    if start >= n:
-        return [IGNORE] * n
-    return [IGNORE] * (start - 1) + list(seq[start:]) + [IGNORE]
-
 
 def collate_preferences(items: Sequence[PrefItem], pad_id: int, padding_free: bool = False) -> PrefBatch:
     B, K = len(items), max(len(it.seqs) for it in items)
@@ -391,7 +374,9 @@ def collate_preferences(items: Sequence[PrefItem], pad_id: int, padding_free: bo
                 rows.append((it.seqs[k], it.prompt_lens[k]))
                 if it.ref_logps is not None:
                     refs.append(it.ref_logps[k])
-    targets = [answer_targets(seq, p_len) for seq, p_len in rows]
+    # Each sequence as a training row (answer tokens as targets), then padded or laid end to end exactly as
+    # SFT rows are (data.packing).
+    seq_rows = [example_row(seq, [int(t >= p_len) for t in range(len(seq))]) for seq, p_len in rows]
     srows, scols, slabels = [], [], []
     for b, it in enumerate(items):
         srows += [int(index[b, 0])] * len(it.step_ends)
@@ -399,31 +384,19 @@ def collate_preferences(items: Sequence[PrefItem], pad_id: int, padding_free: bo
         slabels += it.step_labels
     flat = {}
     if padding_free:
-        starts = [0]
-        for seq, _ in rows:
-            starts.append(starts[-1] + len(seq))
-        ids = torch.tensor([t for seq, _ in rows for t in seq]).unsqueeze(0)
-        labels = torch.tensor([t for tg in targets for t in tg]).unsqueeze(0)
-        attn, num_pad = None, 0
-        flat = dict(position_ids=torch.tensor([p for seq, _ in rows for p in range(len(seq))]).unsqueeze(0),
-                    seq_ids=torch.tensor([r for r, (seq, _) in enumerate(rows) for _ in seq]),
-                    last=torch.tensor(starts[1:]) - 1)
-        scols = [starts[r] + c for r, c in zip(srows, scols)]
+        batch = collate_flat(seq_rows)
+        lengths = torch.tensor([len(r) for r in seq_rows])
+        starts = lengths.cumsum(0) - lengths
+        flat = dict(position_ids=batch.position_ids, last=starts + lengths - 1,
+                    seq_ids=torch.repeat_interleave(torch.arange(len(seq_rows)), lengths))
+        scols = [int(starts[r]) + c for r, c in zip(srows, scols)]  # process steps: positions in the one row
         srows = [0] * len(scols)
     else:
-        width = max(len(s) for s, _ in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-        for r, ((seq, _), tg) in enumerate(zip(rows, targets)):
-            ids[r, :len(seq)] = torch.tensor(seq)
-            attn[r, :len(seq)] = 1
-            labels[r, :len(seq)] = torch.tensor(tg)
-        num_pad = int((attn == 0).sum())
+        batch = collate(seq_rows, pad_id, packed=False)
     has_margin = any(it.margin is not None for it in items)
     margin = torch.tensor([float(it.margin or 0.0) for it in items]) if has_margin else None
     label = torch.tensor([bool(it.label) for it in items]) if items[0].label is not None else None
-    return PrefBatch(ids, attn, labels, index, valid, ranks, margin, label,
+    return PrefBatch(batch.input_ids, batch.attention_mask, batch.labels, index, valid, ranks, margin, label,
                      torch.tensor(refs) if len(refs) == len(rows) else None,
                      torch.tensor(srows, dtype=torch.long), torch.tensor(scols, dtype=torch.long),
-                     torch.tensor(slabels, dtype=torch.float32), B, num_pad, **flat)
+                     torch.tensor(slabels, dtype=torch.float32), B, batch.num_pad, **flat)

@@ -61,11 +61,11 @@ class Strategy:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
         threads = self.cfg.threads or max(1, (os.cpu_count() or 1) // local_world)
         torch.set_num_threads(threads)
-        if not self.cuda:
-            keep_freed_memory()  # CPU training: no mmap/munmap of every step's activations (host_memory.py)
         if self.cuda:
             torch.cuda.set_device(self.local_rank)
             self.device = torch.device("cuda", self.local_rank)
+        else:
+            keep_freed_memory()  # CPU training: no mmap/munmap of every step's activations (host_memory.py)
         import torch.distributed as dist
 
         if not dist.is_initialized():

@@ -13,7 +13,7 @@ import torch
 from rlhf_cli.algos.reward import RM_LOSSES, process_bce
 from rlhf_cli.data.preference import collate_preferences, load_preferences
 from rlhf_cli.models.loading import load_tokenizer
-from rlhf_cli.models.reward import build_reward_model, reward_config_text
+from rlhf_cli.models.reward import build_reward_model, last_token_scores, reward_config_text
 from rlhf_cli.stages.common import fit, load_train_eval
 from rlhf_cli.stages.runtime import RunContext
 
@@ -28,10 +28,17 @@ def ranking_stats(grid: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor) 
     return acc, margin
 
 
+def sequence_scores(values: torch.Tensor, batch) -> torch.Tensor:
+    """[N]: every sequence's value at its last token, from per-position ``values`` shaped like the batch's
+    input_ids (one row when padding-free, right-padded rows otherwise)."""
+    if batch.last is not None:
+        return values[0, batch.last]
+    return last_token_scores(values, batch.attention_mask)
+
+
 def preference_scores(values: torch.Tensor, batch) -> torch.Tensor:
     """[B, K] last-token scores of every candidate (0 where a candidate is absent)."""
-    scores = batch.last_values(values)
-    return scores[batch.index].masked_fill(~batch.valid, 0.0)
+    return sequence_scores(values, batch)[batch.index].masked_fill(~batch.valid, 0.0)
 
 
 class RMTask:
