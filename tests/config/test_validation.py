@@ -122,6 +122,7 @@ def test_cli_contract_for_config_dry_run_and_train(tmp_path):
         (["eval", "gsm8k", "data=x.jsonl", "batch_size=0"], "eval gsm8k: batch_size=0: must be >= 1"),
         (["bench", "sft", "steps=0"], "bench: steps=0: must be >= 1"),
         (["bench", "--vs", "trl", "ppo"], "--vs trl compares sft, rm, dpo; not 'ppo'"),
+        (["bench", "--vs", "foo"], "--vs foo: the only peer is 'trl'"),
     ]
     for args, expected in cases:
         proc = rlhf(args, check=False, timeout=300)
@@ -277,3 +278,14 @@ def test_setup_error_is_one_line(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_vs_trl_without_trl_installed_names_the_extra(monkeypatch):
+    import sys
+
+    from rlhf_cli.bench.peer_trl import require_trl
+    from rlhf_cli.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # import trl now raises ImportError
+    with pytest.raises(ConfigError, match=r"needs TRL: pip install 'rlhf-cli\[bench\]'"):
+        require_trl()
