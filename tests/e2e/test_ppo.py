@@ -69,6 +69,21 @@ def test_sigterm_and_resume_match_uninterrupted(prompts, tmp_path):
     assert not ckpts or {p.name for p in ckpts[0].iterdir() if p.is_dir()} == {"actor", "critic"}
 
 
+def test_rollout_logprobs_and_padding_free_rows_match_recomputed_padded(prompts, tmp_path):
+    """The defaults on CPU (old log-probs saved by the sampler, padding-free scoring and update rows) give the
+    numbers of the teacher-forced recompute over left/right-padded rows."""
+    runs = {}
+    for name, extra in (("default", []), ("recompute", ["ppo.old_logprobs=recompute"]),
+                        ("padded", ["ppo.old_logprobs=recompute", "data.padding_free=false"])):
+        rlhf(base(prompts, tmp_path / name) + extra)
+        runs[name] = metrics(tmp_path / name)
+    for other in ("recompute", "padded"):
+        for a, b in zip(runs["default"], runs[other]):
+            assert a["reward"] == b["reward"]
+            for key in ("policy_loss", "value_loss", "kl", "approx_kl", "values_mean"):
+                assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), (other, key, a[key], b[key])
+
+
 def test_ptx_coef_zero_equals_no_ptx_and_ptx_mixes_in(prompts, tmp_path):
     sft = "ppo.ptx_data=builtin:gsm8k_sft.jsonl"
     plain, zero, mixed = tmp_path / "plain", tmp_path / "zero", tmp_path / "mixed"

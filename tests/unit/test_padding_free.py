@@ -124,3 +124,73 @@ def test_process_step_positions_point_at_the_same_tokens(free):
     b = collate_preferences(items, 0, padding_free=free)
     picked = b.input_ids[b.step_rows, b.step_cols].tolist()
     assert picked == [items[0].seqs[0][-2], items[0].seqs[0][-1], items[1].seqs[0][-2], items[1].seqs[0][-1]]
+
+
+def rl_experience(padding_free: bool):
+    """Four samples with prompts of 3-9 tokens and responses of 1-7 tokens, one unfinished and loss-masked
+    (so both left and right padding appear in the padded layout)."""
+    from rlhf_cli.rollout.experience import Sample, build_experience
+
+    g = torch.Generator().manual_seed(3)
+    shapes = [(9, 4, True), (3, 7, False), (6, 1, True), (5, 5, True)]
+    samples = [Sample(torch.randint(2, 64, (p,), generator=g).tolist(),
+                      torch.randint(2, 64, (r,), generator=g).tolist(), fin) for p, r, fin in shapes]
+    return build_experience(samples, torch.zeros(4), pad_id=0, mask_truncated=True, device="cpu",
+                            padding_free=padding_free)
+
+
+def test_rl_flat_logprobs_entropy_values_and_grads_equal_padded():
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from rlhf_cli.models.reward import ScalarRewardModel
+    from rlhf_cli.rollout.experience import flat_inputs, response_logprobs, response_values
+
+    padded, flat = rl_experience(False), rl_experience(True)
+    row = flat_inputs(flat)
+    assert row.input_ids.shape == (1, (9 + 4) + (3 + 7) + (6 + 1) + (5 + 5)) and row.pred.numel() == 17
+    model = tiny_llama()
+    out = {}
+    for name, exp in (("padded", padded), ("flat", flat)):
+        model.zero_grad()
+        logps, ent = response_logprobs(model, exp, 0.7, 4, with_entropy=True, entropy_grad=True)
+        m = exp.response_mask
+        ((logps * m).sum() + 0.1 * (ent * m).sum()).backward()
+        out[name] = (logps.detach() * m, ent.detach() * m, [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(out["flat"][0], out["padded"][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["flat"][1], out["padded"][1], atol=1e-5, rtol=1e-5)
+    for a, b in zip(out["flat"][2], out["padded"][2]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert out["flat"][0][1].abs().sum() == 0  # the unfinished, masked response stays out of the loss
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    cfg._attn_implementation = VARLEN
+    critic = ScalarRewardModel(LlamaForSequenceClassification(cfg)).eval()
+    with torch.no_grad():
+        real = (torch.arange(padded.response_ids.size(1))[None] < padded.response_lengths[:, None]).float()
+        torch.testing.assert_close(response_values(critic, flat) * real, response_values(critic, padded) * real,
+                                   atol=1e-5, rtol=1e-5)
+
+
+
+def test_reward_scorer_scores_padding_free_as_each_sequence_alone():
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from rlhf_cli.models.reward import RewardModelScorer, ScalarRewardModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    cfg._attn_implementation = VARLEN
+    scorer = object.__new__(RewardModelScorer)  # the scoring loop alone, without a saved model dir
+    scorer.model = ScalarRewardModel(LlamaForSequenceClassification(cfg)).eval()
+    scorer.device, scorer.batch_size = "cpu", 2
+    g = torch.Generator().manual_seed(5)
+    seqs = [torch.randint(1, 64, (n,), generator=g).tolist() for n in (6, 11, 2, 8, 4)]
+    with torch.no_grad():
+        alone = [scorer.model(torch.tensor([x]), None)[0] for x in seqs]
+    assert scorer.values(seqs) == pytest.approx([float(v[-1]) for v in alone], abs=1e-5)
+    steps = [[1, len(x) - 1] for x in seqs]
+    got = scorer.values(seqs, steps)
+    assert all(g_ == pytest.approx([float(v[p]) for p in st], abs=1e-5) for g_, v, st in zip(got, alone, steps))

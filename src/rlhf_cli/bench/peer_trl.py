@@ -154,3 +154,37 @@ def dpo(seq: int, batch: int, steps: int, limit: int, precompute: bool) -> Dict[
                    processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()
     return meter.result()
 
+
+
+def grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int) -> Dict[str, float]:
+    """TRL GRPOTrainer on the bundled GSM8K prompts (our grpo defaults' template) with our gsm8k verifier as
+    its reward function: ``prompts`` x ``generations`` completions of up to ``tokens`` tokens per step, one
+    update per generation (num_iterations 1, no KL term, as our defaults). Step time covers generation,
+    scoring and the update, as our step_time does."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rlhf_cli.config.compose import compose
+    from rlhf_cli.rollout.rewards.registry import build_reward_fn
+
+    d = compose("grpo", None, ["model=smollm2-135m", "output_dir=/tmp/unused"]).data
+    rows = [{"prompt": [{"role": "user", "content": d.prompt_template.format(prompt=r[d.prompt_field])}],
+             "answer": r["answer"]} for r in builtin_records("gsm8k_prompts.jsonl", limit)]
+    verifier = build_reward_fn("gsm8k")
+    generated: List[int] = []
+
+    def gsm8k(prompts, completions, answer, completion_ids, **_):
+        generated.append(sum(len(c) for c in completion_ids))  # once per step (one generation per step)
+        return verifier([p[-1]["content"] for p in prompts], [c[-1]["content"] for c in completions], answer=answer)
+
+    path = model_dir("grpo")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    meter = StepMeter(model)
+    with tempfile.TemporaryDirectory() as out:
+        args = common_args(GRPOConfig, out, steps, prompts * generations, num_generations=generations,
+                           max_completion_length=tokens, temperature=1.0, beta=0.0, num_iterations=1)
+        GRPOTrainer(model=model, reward_funcs=gsm8k, args=args, train_dataset=Dataset.from_list(rows),
+                    processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()
+    later = generated[1:] or generated
+    return {**meter.result(), "generated_tokens_per_step": round(sum(later) / len(later), 1)}

@@ -1,7 +1,9 @@
-"""`rlhf bench --vs trl [sft rm dpo] [key=value ...]`: our stage and TRL's trainer side by side.
+"""`rlhf bench --vs trl [sft rm dpo grpo] [key=value ...]`: our stage and TRL's trainer side by side.
 
 Same model (the embedded SmolLM2-135M, fp32 on CPU), same data (the bundled GSM8K chats for SFT, the
-bundled HH pairs for RM and DPO), same micro-batch and maximum length, one process each. Every run is a
+bundled HH pairs for RM and DPO, the bundled GSM8K prompts with the gsm8k verifier for GRPO), same
+micro-batch and maximum length, one process each. SFT, RM and DPO compare training tokens/s; GRPO compares
+the whole step (generation, scoring, update) in seconds. Every run is a
 fresh Python process, ours and TRL's alternate (``rounds=N`` repeats the pair), and each side keeps its
 best round: this machine's speed moves 2x with its neighbours, so the ratio of two runs taken minutes
 apart is what we quote, never an absolute time.
@@ -17,12 +19,16 @@ from typing import Dict, List, Tuple
 # Per stage, the benchmark options and their defaults (`rlhf bench --vs trl sft seq=512` overrides one).
 DEFAULTS = {"sft": {"seq": 256, "micro_batch": 4, "steps": 5, "limit": 64},
             "rm": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32},
-            "dpo": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32}}
+            "dpo": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32},
+            "grpo": {"prompts": 2, "generations": 4, "tokens": 64, "steps": 4, "limit": 64}}
 
 
 def plan(stage: str, opts: dict) -> List[Tuple[str, dict, List[Tuple[str, dict]]]]:
     """(row label, our kwargs, [(TRL mode label, TRL kwargs)]) for one stage."""
     o = {k: opts.get(k, v) for k, v in DEFAULTS[stage].items()}
+    if stage == "grpo":
+        kw = {k: int(v) for k, v in o.items()}
+        return [("grpo step", kw, [("", kw)])]
     base = {"seq": o["seq"], "batch": o["micro_batch"], "steps": o["steps"], "limit": o["limit"]}
     if stage == "sft":
         return [("sft", base, [("packed", {**base, "packing": True}), ("padded", {**base, "packing": False})])]
@@ -32,7 +38,12 @@ def plan(stage: str, opts: dict) -> List[Tuple[str, dict, List[Tuple[str, dict]]
             ("dpo live ref", {**base, "precompute": False}, [("", {**base, "precompute": False})])]
 
 
-def ours(stage: str, seq: int, batch: int, steps: int, limit: int, precompute: bool = False) -> Dict[str, float]:
+def ours(stage: str, **kw) -> Dict[str, float]:
+    return ours_grpo(**kw) if stage == "grpo" else ours_training(stage, **kw)
+
+
+def ours_training(stage: str, seq: int, batch: int, steps: int, limit: int,
+                  precompute: bool = False) -> Dict[str, float]:
     """Our stage through its real training path (one process, engine=zero0), matching the TRL run."""
     from rlhf_cli.bench.peak import matmul_peak_gflops
     from rlhf_cli.bench.sft import run_training_bench, throughput
@@ -47,6 +58,21 @@ def ours(stage: str, seq: int, batch: int, steps: int, limit: int, precompute: b
     tok_s, t, padding = throughput(rows)
     return {"tokens_per_s": round(tok_s, 1), "step_time": round(t / len(rows), 3),
             "padding_fraction": round(padding, 4), "peak_gflops": round(peak, 1)}
+
+
+def ours_grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int) -> Dict[str, float]:
+    """Our GRPO stage's step (defaults: gsm8k verifier, no KL term, one update per rollout), as TRL's run."""
+    from rlhf_cli.bench.sft import run_training_bench
+
+    rows = run_training_bench("grpo", ["model=smollm2-135m", "engine=zero0", f"grpo.prompts_per_step={prompts}",
+                                       f"grpo.num_generations={generations}", f"grpo.max_new_tokens={tokens}",
+                                       f"train.micro_batch_size={prompts * generations}", "train.grad_accum=1",
+                                       f"data.limit={limit}", "optim.lr=1e-5"], steps)
+    def mean(key):
+        return sum(r[key] for r in rows) / len(rows)
+
+    return {"step_time": round(mean("step_time"), 3), "time/generation": round(mean("time/generation"), 3),
+            "generated_tokens_per_step": round(mean("response_length") * prompts * generations, 1)}
 
 
 def _fresh(side: str, stage: str, kwargs: dict) -> Dict[str, float]:
@@ -64,10 +90,34 @@ def best(runs: List[Dict[str, float]]) -> Dict[str, float]:
     return max(runs, key=lambda r: r["tokens_per_s"])
 
 
+def compare_tokens(mine: List[dict], theirs: Dict[str, List[dict]]) -> dict:
+    """Training tokens/s, ours and each TRL mode's (best round each); the ratio to TRL's fastest mode."""
+    from rlhf_cli.bench.sft import N_PARAMS_135M
+
+    a = best(mine)
+    row = {"ours_tokens_per_s": a["tokens_per_s"], "ours_padding_fraction": a["padding_fraction"],
+           "ours_fraction_of_matmul_peak": round(6 * N_PARAMS_135M * a["tokens_per_s"] / 1e9 / a["peak_gflops"], 3)}
+    for m, runs in theirs.items():
+        row[f"trl_{m}_tokens_per_s" if m else "trl_tokens_per_s"] = best(runs)["tokens_per_s"]
+    fastest = max(v for k, v in row.items() if k.startswith("trl_") and k.endswith("tokens_per_s"))
+    row["ratio_vs_trl_fastest"] = round(a["tokens_per_s"] / fastest, 3)
+    return row
+
+
+def compare_steps(mine: List[dict], theirs: Dict[str, List[dict]]) -> dict:
+    """Seconds per RL step (best round each side); the ratio is TRL's time over ours (> 1: we are faster)."""
+    a = min(mine, key=lambda r: r["step_time"])
+    b = min((r for runs in theirs.values() for r in runs), key=lambda r: r["step_time"])
+    return {"ours_step_time": a["step_time"], "trl_step_time": b["step_time"],
+            "ours_generated_tokens_per_step": a["generated_tokens_per_step"],
+            "trl_generated_tokens_per_step": b["generated_tokens_per_step"],
+            "ratio_vs_trl_fastest": round(b["step_time"] / a["step_time"], 3)}
+
+
 def run_vs(peer: str, names: List[str], opts: dict) -> List[dict]:
     """Print (and return) one comparison row per stage mode; ``peer`` is 'trl' (checked by the CLI)."""
     from rlhf_cli.bench.peer_trl import require_trl
-    from rlhf_cli.bench.sft import N_PARAMS_135M
+
     version = require_trl()
     rounds = int(opts.get("rounds", 1))
     out = []
@@ -78,17 +128,8 @@ def run_vs(peer: str, names: List[str], opts: dict) -> List[dict]:
                 mine.append(_fresh("ours", stage, our_kw))
                 for m, kw in modes:
                     theirs[m].append(_fresh("trl", stage, kw))
-            a = best(mine)
-            row = {"bench": f"vs-trl {label}", "trl": version, "ours_tokens_per_s": a["tokens_per_s"],
-                   "ours_padding_fraction": a["padding_fraction"],
-                   "ours_fraction_of_matmul_peak":
-                       round(6 * N_PARAMS_135M * a["tokens_per_s"] / 1e9 / a["peak_gflops"], 3)}
-            for m, runs in theirs.items():
-                b = best(runs)
-                key = f"trl_{m}_tokens_per_s" if m else "trl_tokens_per_s"
-                row[key] = b["tokens_per_s"]
-            fastest = max(v for k, v in row.items() if k.startswith("trl_") and k.endswith("tokens_per_s"))
-            row["ratio_vs_trl_fastest"] = round(a["tokens_per_s"] / fastest, 3)
+            row = {"bench": f"vs-trl {label}", "trl": version, **(compare_steps(mine, theirs) if stage == "grpo"
+                                                                    else compare_tokens(mine, theirs))}
             print(json.dumps(row), flush=True)
             out.append(row)
     return out

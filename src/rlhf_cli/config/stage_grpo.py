@@ -21,6 +21,9 @@ class PromptDataConfig(DataConfig):
     prompt_template: Optional[str] = None
     # Record fields handed to the reward functions (e.g. [answer]); empty = every field but the prompt.
     reward_fields: List[str] = field(default_factory=list)
+    # Score and train each micro-batch of prompt + response sequences end to end in one row (no padding
+    # token; attention and positions stay per sequence). Off = left-padded prompts, right-padded responses.
+    padding_free: bool = True
 
 
 @dataclass

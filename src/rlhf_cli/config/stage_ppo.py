@@ -35,6 +35,10 @@ class PPOSection(RolloutSection):
     lam: float = num(0.95, ge=0, le=1)
     # Whiten advantages over the whole batch (all processes), as in every PPO for LMs.
     whiten_advantages: bool = True
+    # The rollout policy's log-probs in the ratio and the KL: rollout (the sampler's own, saved while
+    # generating: one actor forward less per step) | recompute (a teacher-forced forward, as OpenRLHF) |
+    # auto = rollout in fp32 (they agree to ~1e-6), recompute in bf16/fp16 (decode kernels differ).
+    old_logprobs: str = "auto"
     # Passes over each rollout, and mini-batches (= optimizer steps) per pass.
     epochs: int = num(4, ge=1)
     mini_batches: int = num(1, ge=1)
@@ -120,6 +124,7 @@ def check_ppo(cfg) -> None:
     p = cfg.ppo
     check_rollout(cfg, "ppo")
     choices = {"ppo.reward_norm": (p.reward_norm, ["none", "running"]),
+               "ppo.old_logprobs": (p.old_logprobs, ["auto", "rollout", "recompute"]),
                "critic.init": (cfg.critic.init, ["reward_model", "policy"])}
     for key, (value, options) in choices.items():
         if value not in options:

@@ -156,6 +156,11 @@ class Strategy:
         ds, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=sched,
                                            config=ds_config, dist_init_required=False)
         _load_checkpoints_without_pickle(ds)
+        if self.world_size == 1 and self.cfg.engine.zero_stage == 0:
+            # One process has nothing to average, yet DeepSpeed's stage-0 path still flattens every
+            # gradient into buckets, all-reduces them with itself and copies them back at each optimizer
+            # step: two passes over the whole gradient for an identity.
+            ds.enable_backward_allreduce = False
         engine = TrainEngine(name, ds, self.cfg.engine.zero_stage, self.is_main,
                              loss_scale=float(self.world_size * self.cfg.train.grad_accum))
         if self.cfg.model.compile:

@@ -110,14 +110,14 @@ def reward_config_text(rm, data, max_length: int, summary: Optional[dict] = None
     return json.dumps(out, indent=2)
 
 
-def _pad(seqs: Sequence[List[int]], pad_id: int):
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        attn[i, :len(s)] = 1
-    return ids, attn
+def _flat(seqs: Sequence[List[int]]):
+    """Sequences end to end in one row with positions restarting per sequence -> (ids [1, S], positions
+    [1, S], offsets [N]): no padding token is scored (``sdpa_varlen`` attends per sequence)."""
+    lens = torch.tensor([len(x) for x in seqs])
+    ids = torch.tensor([t for x in seqs for t in x], dtype=torch.long)[None]
+    offsets = lens.cumsum(0) - lens
+    pos = torch.arange(ids.size(1)) - torch.repeat_interleave(offsets, lens)
+    return ids, pos[None], offsets
 
 
 class RewardModelScorer:
@@ -141,7 +141,9 @@ class RewardModelScorer:
                     "aggregate": "min", **(json.loads(cfg_file.read_text()) if cfg_file.exists() else {})}
         self.device, dt = inference_device_dtype(device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(str(root))
-        hf = AutoModelForSequenceClassification.from_pretrained(str(root), dtype=dt)
+        from rlhf_cli.models.attention import NAME as VARLEN
+
+        hf = AutoModelForSequenceClassification.from_pretrained(str(root), dtype=dt, attn_implementation=VARLEN)
         self.model = ScalarRewardModel(hf).to(self.device).eval()
         self.batch_size = batch_size
         self.encoder = Encoder(self.tokenizer, self.cfg["template"], self.cfg["max_length"])
@@ -149,18 +151,17 @@ class RewardModelScorer:
 
     @torch.no_grad()
     def values(self, seqs: Sequence[List[int]], positions: Optional[Sequence[List[int]]] = None):
-        """Head outputs at the last token of each sequence, or at the given positions of each sequence."""
+        """Head outputs at the last token of each sequence, or at the given positions of each sequence;
+        ``batch_size`` sequences per padding-free forward."""
         out: list = []
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths share a batch
-        res: dict = {}
-        for k in range(0, len(order), self.batch_size):
-            chunk = order[k:k + self.batch_size]
-            ids, attn = _pad([seqs[i] for i in chunk], self.pad_id)
-            v = self.model(ids.to(self.device), attn.to(self.device)).cpu()
-            for j, i in enumerate(chunk):
-                res[i] = (float(last_token_scores(v[j:j + 1], attn[j:j + 1])[0]) if positions is None
-                          else [float(v[j, p]) for p in positions[i]])
-        out = [res[i] for i in range(len(seqs))]
+        for k in range(0, len(seqs), self.batch_size):
+            chunk = seqs[k:k + self.batch_size]
+            ids, pos, offsets = _flat(chunk)
+            v = self.model(ids.to(self.device), None, position_ids=pos.to(self.device))[0].cpu()
+            for j, x in enumerate(chunk):
+                at = [len(x) - 1] if positions is None else positions[k + j]
+                vals = [float(v[int(offsets[j]) + p]) for p in at]
+                out.append(vals[0] if positions is None else vals)
         return out
 
     def score_ids(self, seqs: Sequence[List[int]]) -> List[float]:

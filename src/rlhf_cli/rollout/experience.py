@@ -22,6 +22,7 @@ class Sample:
     finished: bool
     reward: float = 0.0
     per_function: Dict[str, float] = field(default_factory=dict)
+    logprobs: Optional[List[float]] = None  # the sampler's log-prob of each response token (temperature-scaled)
 
 
 @dataclass
@@ -32,10 +33,13 @@ class Experience:
     response_mask: torch.Tensor   # [N, L] float; 0 at pads and at masked (overlong) responses
     advantages: torch.Tensor      # [N] per response (GRPO) or [N, L] per token (PPO)
     old_logps: Optional[torch.Tensor] = None  # [N, L] the rollout policy's (num_iterations > 1, PPO)
+    rollout_logps: Optional[torch.Tensor] = None  # [N, L] the sampler's, saved while generating
     ref_logps: Optional[torch.Tensor] = None  # [N, L] the reference's (kl_coef > 0)
     response_lengths: Optional[torch.Tensor] = None  # [N] generated tokens (incl. loss-masked responses)
     old_values: Optional[torch.Tensor] = None  # [N, L] the critic's values at rollout (PPO)
     returns: Optional[torch.Tensor] = None     # [N, L] GAE returns (PPO)
+    # Forwards lay a micro-batch's sequences end to end in one row (``flat_inputs``) instead of padding.
+    padding_free: bool = False
 
     def __len__(self) -> int:
         return self.prompt_ids.size(0)
@@ -56,13 +60,14 @@ class Experience:
         return replace(self, prompt_ids=self.prompt_ids[idx][:, -p_keep:], prompt_mask=pm[:, -p_keep:],
                        response_ids=cut_r(self.response_ids), response_mask=cut_r(self.response_mask),
                        advantages=adv[:, :l_keep] if adv.dim() == 2 else adv, old_logps=cut_r(self.old_logps),
-                       ref_logps=cut_r(self.ref_logps), response_lengths=lens,
+                       ref_logps=cut_r(self.ref_logps), rollout_logps=cut_r(self.rollout_logps), response_lengths=lens,
                        old_values=cut_r(self.old_values), returns=cut_r(self.returns))
 
 
 def build_experience(samples: Sequence[Sample], advantages: torch.Tensor, pad_id: int,
-                     mask_truncated: bool, device) -> Experience:
-    """Pad samples into tensors; ``mask_truncated`` zeroes the loss mask of unfinished responses."""
+                     mask_truncated: bool, device, padding_free: bool = False) -> Experience:
+    """Pad samples into tensors; ``mask_truncated`` zeroes the loss mask of unfinished responses;
+    ``padding_free`` makes the model forwards over this experience run on one padding-free row."""
     prompt_ids, prompt_mask = left_pad([s.prompt_ids for s in samples], pad_id)
     L = max(1, max(len(s.response_ids) for s in samples))
     resp = torch.full((len(samples), L), pad_id, dtype=torch.long)
@@ -73,8 +78,15 @@ def build_experience(samples: Sequence[Sample], advantages: torch.Tensor, pad_id
         if not (mask_truncated and not s.finished):
             mask[i, :n] = 1.0
     lens = torch.as_tensor([len(s.response_ids) for s in samples], dtype=torch.long)
+    rollout = None
+    if all(s.logprobs is not None for s in samples):
+        rollout = torch.zeros((len(samples), L), dtype=torch.float32)
+        for i, s in enumerate(samples):
+            rollout[i, :len(s.logprobs)] = torch.as_tensor(s.logprobs, dtype=torch.float32)
+        rollout = rollout.to(device)
     return Experience(prompt_ids.to(device), prompt_mask.to(device), resp.to(device), mask.to(device),
-                      advantages.float().to(device), response_lengths=lens)
+                      advantages.float().to(device), response_lengths=lens, padding_free=padding_free,
+                      rollout_logps=rollout)
 
 
 def sequence_inputs(exp: Experience):
@@ -85,24 +97,76 @@ def sequence_inputs(exp: Experience):
     return ids, attn, pos
 
 
+@dataclass
+class FlatRow:
+    """A micro-batch as ONE padding-free row: each sample's real prompt tokens then its generated tokens,
+    positions restarting at 0 per sample (``sdpa_varlen`` attends per sample; other attention
+    implementations derive the same block-diagonal mask from the positions). ``pred`` are the flat positions
+    whose outputs predict response token ``cols`` of row ``rows`` (and where the critic's value of the state
+    before that token is read)."""
+    input_ids: torch.Tensor     # [1, S]
+    position_ids: torch.Tensor  # [1, S]
+    pred: torch.Tensor          # [K]
+    rows: torch.Tensor          # [K]
+    cols: torch.Tensor          # [K]
+    shape: tuple                # (N, L) of the padded response layout
+
+    def scatter(self, flat: torch.Tensor) -> torch.Tensor:
+        """``[K]`` values at the response tokens -> ``[N, L]`` (0 at padding; keeps the autograd graph)."""
+        out = flat.new_zeros(self.shape)
+        return out.index_put((self.rows, self.cols), flat)
+
+
+def flat_inputs(exp: Experience) -> FlatRow:
+    """The padding-free row of ``exp`` (prompts are never empty, ``left_pad`` refuses them: position
+    ``p - 1`` predicts the first response token)."""
+    dev = exp.response_ids.device
+    P = exp.prompt_ids.size(1)
+    plens = exp.prompt_mask.long().sum(-1).tolist()
+    rlens = _real(exp).sum(-1).tolist()
+    ids, pos, pred, rows, cols, off = [], [], [], [], [], 0
+    for i, (p, r) in enumerate(zip(plens, rlens)):
+        ids += [exp.prompt_ids[i, P - p:], exp.response_ids[i, :r]]
+        pos.append(torch.arange(p + r, device=dev))
+        pred.append(torch.arange(off + p - 1, off + p - 1 + r, device=dev))
+        rows.append(torch.full((r,), i, dtype=torch.long, device=dev))
+        cols.append(torch.arange(r, device=dev))
+        off += p + r
+    return FlatRow(torch.cat(ids)[None], torch.cat(pos)[None], torch.cat(pred), torch.cat(rows), torch.cat(cols),
+                   tuple(exp.response_ids.shape))
+
+
 def response_logprobs(model, exp: Experience, temperature: float, chunk_size: int,
                       with_entropy: bool = False, entropy_grad: bool = False):
     """Teacher-forced ``log pi(response_t | prompt, response_<t)`` ``[N, L]`` (fp32, temperature-scaled
     like the sampler), plus per-token entropy when asked (differentiable with ``entropy_grad``, for an
     entropy bonus). Only the response positions reach the LM head."""
-    ids, attn, pos = sequence_inputs(exp)
-    L = exp.response_ids.size(1)
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=L + 1).logits[:, :-1]
+    if exp.padding_free:
+        flat = flat_inputs(exp)
+        logits = model(input_ids=flat.input_ids, position_ids=flat.position_ids, use_cache=False,
+                       logits_to_keep=flat.pred).logits
+        labels = exp.response_ids[flat.rows, flat.cols][None]
+    else:
+        ids, attn, pos = sequence_inputs(exp)
+        L = exp.response_ids.size(1)
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=L + 1).logits[:, :-1]
+        labels = exp.response_ids
     if temperature != 1.0:
         logits = logits / temperature
-    logps = token_logprobs(logits, exp.response_ids, chunk_size)
+    logps = token_logprobs(logits, labels, chunk_size)
     ent = token_entropy(logits, chunk_size, differentiable=entropy_grad) if with_entropy else None
+    if exp.padding_free:
+        logps = flat.scatter(logps[0])
+        ent = None if ent is None else flat.scatter(ent[0])
     return logps, ent
 
 
 def response_values(critic, exp: Experience) -> torch.Tensor:
     """The critic's value of the state before each response token, ``[N, L]`` (the position whose
     output predicts response token t, aligned with ``response_logprobs``)."""
+    if exp.padding_free:
+        flat = flat_inputs(exp)
+        return flat.scatter(critic(flat.input_ids, None, position_ids=flat.position_ids)[0, flat.pred].float())
     ids, attn, pos = sequence_inputs(exp)
     P, L = exp.prompt_ids.size(1), exp.response_ids.size(1)
     return critic(ids, attn, position_ids=pos)[:, P - 1:P - 1 + L].float()

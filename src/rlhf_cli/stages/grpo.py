@@ -132,7 +132,7 @@ def run(ctx: RunContext) -> dict:
         metrics = reward_metrics(ctx, first)
         adv = advantages_for(groups, g)
         exp = build_experience([x for gr in groups for x in gr], adv, tokenizer.pad_token_id,
-                               g.overlong == "mask", s.device)
+                               g.overlong == "mask", s.device, d.padding_free)
         t1 = time.time()
         metrics.update(update(ctx, engine, ref, exp))
         gen_t, score_t = s.all_reduce([roller.gen_time, roller.score_time], "max")

@@ -8,8 +8,10 @@ process:
 1. rollout: ``prompts_per_step`` prompts x ``num_generations`` responses from the actor (shared engine);
 2. score: the reward registry (rule rewards, reward models, plugins), then optional anti-hacking
    post-processing: the EOS trick, a length penalty, running normalisation, clipping;
-3. no-grad forwards: the rollout policy's and the reference's per-token log-probs, the critic's values;
-   the per-token reward is ``-kl_coef * KL_t`` plus the score at the last response token;
+3. no-grad forwards: the reference's per-token log-probs and the critic's values (and, with
+   ``ppo.old_logprobs=recompute``, the rollout policy's; else the sampler's own, saved while generating),
+   each micro-batch one padding-free row (``data.padding_free``); the per-token reward is
+   ``-kl_coef * KL_t`` plus the score at the last response token;
 4. GAE advantages (whitened over all processes) and returns = advantages + values;
 5. ``epochs`` passes over the rollout in ``mini_batches`` optimizer steps: the clipped surrogate (+ an
    entropy bonus, + ``ptx_coef`` x the SFT loss on ``ptx_data``: PPO-ptx, InstructGPT eq. 2) for the actor,
@@ -123,6 +125,8 @@ class PPOStep:
         self.roller, self.stream, self.ptx = roller, stream, ptx
         self.kl_ctl = build_kl_controller(p.kl_controller, p.kl_coef, p.target_kl, p.kl_horizon)
         self.moments = RunningMoments()
+        self.rollout_logprobs = p.old_logprobs == "rollout" or (p.old_logprobs == "auto"
+                                                                and ctx.strategy.precision == "fp32")
 
     def state(self) -> Dict:
         return {"prompt_cursor": self.stream.cursor, "kl_controller": self.kl_ctl.state_dict(),
@@ -149,10 +153,14 @@ class PPOStep:
         t0 = time.time()
         metrics = sample_metrics(self.ctx, samples)
         scores = post_process_scores(self.ctx, samples, self.moments).to(s.device)
-        exp = build_experience(samples, torch.zeros(len(samples)), self.tok.pad_token_id, False, s.device)
+        exp = build_experience(samples, torch.zeros(len(samples)), self.tok.pad_token_id, False, s.device,
+                               cfg.data.padding_free)
         mbs, temp, chunk = cfg.train.micro_batch_size, p.temperature, p.logprob_chunk_size
         self.actor.eval()
-        exp.old_logps = batched(lambda mb: response_logprobs(self.actor, mb, temp, chunk)[0], exp, mbs)
+        if self.rollout_logprobs:
+            exp.old_logps = exp.rollout_logps
+        else:
+            exp.old_logps = batched(lambda mb: response_logprobs(self.actor, mb, temp, chunk)[0], exp, mbs)
         exp.ref_logps = batched(lambda mb: response_logprobs(self.ref, mb, temp, chunk)[0], exp, mbs)
         exp.old_values = batched(lambda mb: response_values(self.critic, mb), exp, mbs)
         self.actor.train()

@@ -68,22 +68,24 @@ class Roller:
         self.gen_time += t1 - t0
         lens = out.response_lengths.tolist()
         self.gen_tokens += sum(lens)
-        resp, fin = out.response_ids.tolist(), out.finished.tolist()
+        resp, fin, logps = out.response_ids.tolist(), out.finished.tolist(), out.logprobs.float().cpu().tolist()
         samples = []
         for i in range(len(flat)):
             total = scored.total[i] if self.adjust is None else self.adjust(scored.total[i], lens[i], fin[i])
             samples.append(Sample(flat[i], resp[i][:lens[i]], fin[i], total,
-                                  {k: v[i] for k, v in scored.per_function.items()}))
+                                  {k: v[i] for k, v in scored.per_function.items()}, logps[i][:lens[i]]))
         return [samples[k * G:(k + 1) * G] for k in range(len(exs))]
 
 
 def sample_metrics(ctx: RunContext, samples: Sequence[Sample]) -> Dict[str, float]:
-    """Over all processes: reward mean/std (total and per function), response length, truncated fraction."""
+    """Over all processes: reward mean/std (total and per function), prompt and response length, truncated
+    fraction."""
     keys = sorted(samples[0].per_function)
     vals = [sum(x.reward for x in samples), sum(x.reward ** 2 for x in samples)]
     for k in keys:
         vals += [sum(x.per_function[k] for x in samples), sum(x.per_function[k] ** 2 for x in samples)]
-    vals += [len(samples), sum(len(x.response_ids) for x in samples), sum(not x.finished for x in samples)]
+    vals += [sum(len(x.prompt_ids) for x in samples), len(samples), sum(len(x.response_ids) for x in samples),
+             sum(not x.finished for x in samples)]
     r = ctx.strategy.all_reduce(vals)
     n = r[-3]
 
@@ -95,7 +97,7 @@ def sample_metrics(ctx: RunContext, samples: Sequence[Sample]) -> Dict[str, floa
     out["reward"], out["reward_std"] = mean_std(r[0], r[1])
     for j, k in enumerate(keys):
         out[f"reward/{k}"], out[f"reward/{k}_std"] = mean_std(r[2 + 2 * j], r[3 + 2 * j])
-    out.update(response_length=r[-2] / n, truncated_fraction=r[-1] / n)
+    out.update(prompt_length=r[-4] / n, response_length=r[-2] / n, truncated_fraction=r[-1] / n)
     return out
 
 

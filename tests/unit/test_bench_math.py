@@ -1,0 +1,33 @@
+"""The arithmetic of the benchmarks' reports (the runs themselves are `make bench`, never tests)."""
+import pytest
+
+from rlhf_cli.bench.ppo import N_HEAD_135M, scoring_update_flops
+from rlhf_cli.bench.sft import N_PARAMS_135M
+from rlhf_cli.bench.vs import compare_steps, compare_tokens, plan
+
+
+def test_ppo_floor_counts_three_forwards_and_two_trained_models():
+    body = N_PARAMS_135M - N_HEAD_135M
+    # 2 prompts of 10 tokens with 5-token responses: 30 tokens, 10 of them response tokens
+    scoring = 3 * 2 * body * 30 + 2 * N_HEAD_135M * 10
+    update = 2 * 6 * body * 30 + 6 * N_HEAD_135M * 10
+    assert scoring_update_flops(2, 10, 5, epochs=1) == pytest.approx(scoring + update)
+    assert scoring_update_flops(2, 10, 5, epochs=3) == pytest.approx(scoring + 3 * update)
+
+
+def test_vs_rows_take_each_sides_best_round():
+    mine = [{"tokens_per_s": 100.0, "padding_fraction": 0.0, "peak_gflops": 160.0},
+            {"tokens_per_s": 120.0, "padding_fraction": 0.0, "peak_gflops": 150.0}]
+    row = compare_tokens(mine, {"packed": [{"tokens_per_s": 80.0}], "padded": [{"tokens_per_s": 60.0},
+                                                                                {"tokens_per_s": 96.0}]})
+    assert row["ratio_vs_trl_fastest"] == pytest.approx(120 / 96, abs=1e-3)
+    assert row["ours_fraction_of_matmul_peak"] == pytest.approx(6 * N_PARAMS_135M * 120 / 1e9 / 150, abs=1e-3)
+    step = compare_steps([{"step_time": 30.0, "generated_tokens_per_step": 500},
+                          {"step_time": 20.0, "generated_tokens_per_step": 510}],
+                         {"": [{"step_time": 40.0, "generated_tokens_per_step": 490}]})
+    assert step["ratio_vs_trl_fastest"] == 2.0 and step["ours_generated_tokens_per_step"] == 510
+
+
+def test_grpo_comparison_plans_the_same_batch_for_both_sides():
+    [(label, ours, [(mode, theirs)])] = plan("grpo", {"generations": "8"})
+    assert label == "grpo step" and ours == theirs and ours["generations"] == 8 and ours["prompts"] == 2
