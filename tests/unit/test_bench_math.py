@@ -31,3 +31,12 @@ def test_vs_rows_take_each_sides_best_round():
 def test_grpo_comparison_plans_the_same_batch_for_both_sides():
     [(label, ours, [(mode, theirs)])] = plan("grpo", {"generations": "8"})
     assert label == "grpo step" and ours == theirs and ours["generations"] == 8 and ours["prompts"] == 2
+
+
+def test_steal_fraction_is_the_share_of_cpu_time_given_to_neighbours():
+    from rlhf_cli.bench.peak import cpu_times, steal_fraction
+
+    assert steal_fraction((10, 100), (15, 200)) == 0.05
+    assert steal_fraction((0, 0), (0, 0)) == 0.0
+    steal, total = cpu_times()
+    assert 0 <= steal <= total

@@ -27,6 +27,23 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5, dtype=None) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def cpu_times() -> tuple:
+    """(steal, total) CPU jiffies since boot from /proc/stat ((0, 0) where there is none). Steal is time the
+    hypervisor gave this VM's CPUs to its neighbours: the share of it during a run says how quiet the machine
+    was, which the matmul peak (best of a few 0.1 s bursts) does not."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_fraction(before: tuple, after: tuple) -> float:
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total > 0 else 0.0
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

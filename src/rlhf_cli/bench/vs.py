@@ -96,6 +96,7 @@ def compare_tokens(mine: List[dict], theirs: Dict[str, List[dict]]) -> dict:
 
     a = best(mine)
     row = {"ours_tokens_per_s": a["tokens_per_s"], "ours_padding_fraction": a["padding_fraction"],
+           "ours_cpu_steal_fraction": a.get("cpu_steal_fraction", 0.0),
            "ours_fraction_of_matmul_peak": round(6 * N_PARAMS_135M * a["tokens_per_s"] / 1e9 / a["peak_gflops"], 3)}
     for m, runs in theirs.items():
         row[f"trl_{m}_tokens_per_s" if m else "trl_tokens_per_s"] = best(runs)["tokens_per_s"]
@@ -139,11 +140,15 @@ if __name__ == "__main__":  # one side of one comparison: python -m rlhf_cli.ben
     from rlhf_cli.quiet import quiet_libraries
 
     quiet_libraries(False)
+    from rlhf_cli.bench.peak import cpu_times, steal_fraction
+
     side, stage, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    t0 = cpu_times()
     if side == "ours":
         res = ours(stage, **kw)
     else:
         from rlhf_cli.bench import peer_trl
 
         res = getattr(peer_trl, stage)(**kw)
+    res["cpu_steal_fraction"] = steal_fraction(t0, cpu_times())
     print("RESULT " + json.dumps(res), flush=True)
