@@ -155,7 +155,6 @@ def dpo(seq: int, batch: int, steps: int, limit: int, precompute: bool) -> Dict[
     return meter.result()
 
 
-
 def grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int) -> Dict[str, float]:
     """TRL GRPOTrainer on the bundled GSM8K prompts (our grpo defaults' template) with our gsm8k verifier as
     its reward function: ``prompts`` x ``generations`` completions of up to ``tokens`` tokens per step, one

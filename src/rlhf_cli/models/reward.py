@@ -110,16 +110,6 @@ def reward_config_text(rm, data, max_length: int, summary: Optional[dict] = None
     return json.dumps(out, indent=2)
 
 
-def _flat(seqs: Sequence[List[int]]):
-    """Sequences end to end in one row with positions restarting per sequence -> (ids [1, S], positions
-    [1, S], offsets [N]): no padding token is scored (``sdpa_varlen`` attends per sequence)."""
-    lens = torch.tensor([len(x) for x in seqs])
-    ids = torch.tensor([t for x in seqs for t in x], dtype=torch.long)[None]
-    offsets = lens.cumsum(0) - lens
-    pos = torch.arange(ids.size(1)) - torch.repeat_interleave(offsets, lens)
-    return ids, pos[None], offsets
-
-
 class RewardModelScorer:
     """Score (prompt, completion) pairs with a trained reward model, rendered exactly as in training.
 
@@ -147,21 +137,24 @@ class RewardModelScorer:
         self.model = ScalarRewardModel(hf).to(self.device).eval()
         self.batch_size = batch_size
         self.encoder = Encoder(self.tokenizer, self.cfg["template"], self.cfg["max_length"])
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @torch.no_grad()
     def values(self, seqs: Sequence[List[int]], positions: Optional[Sequence[List[int]]] = None):
         """Head outputs at the last token of each sequence, or at the given positions of each sequence;
-        ``batch_size`` sequences per padding-free forward."""
+        ``batch_size`` sequences per padding-free forward (``collate_flat``: no padding token is scored)."""
+        from rlhf_cli.data.packing import collate_flat, example_row
+
         out: list = []
         for k in range(0, len(seqs), self.batch_size):
             chunk = seqs[k:k + self.batch_size]
-            ids, pos, offsets = _flat(chunk)
-            v = self.model(ids.to(self.device), None, position_ids=pos.to(self.device))[0].cpu()
+            flat = collate_flat([example_row(x, [0] * len(x)) for x in chunk])
+            v = self.model(flat.input_ids.to(self.device), None, position_ids=flat.position_ids.to(self.device))
+            v, start = v[0].cpu(), 0
             for j, x in enumerate(chunk):
                 at = [len(x) - 1] if positions is None else positions[k + j]
-                vals = [float(v[int(offsets[j]) + p]) for p in at]
+                vals = [float(v[start + p]) for p in at]
                 out.append(vals[0] if positions is None else vals)
+                start += len(x)
         return out
 
     def score_ids(self, seqs: Sequence[List[int]]) -> List[float]:

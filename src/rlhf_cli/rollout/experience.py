@@ -72,21 +72,19 @@ def build_experience(samples: Sequence[Sample], advantages: torch.Tensor, pad_id
     L = max(1, max(len(s.response_ids) for s in samples))
     resp = torch.full((len(samples), L), pad_id, dtype=torch.long)
     mask = torch.zeros((len(samples), L), dtype=torch.float32)
+    has_logps = all(s.logprobs is not None for s in samples)
+    rollout = torch.zeros((len(samples), L), dtype=torch.float32) if has_logps else None
     for i, s in enumerate(samples):
         n = len(s.response_ids)
         resp[i, :n] = torch.as_tensor(s.response_ids, dtype=torch.long)
         if not (mask_truncated and not s.finished):
             mask[i, :n] = 1.0
+        if has_logps:
+            rollout[i, :n] = torch.as_tensor(s.logprobs, dtype=torch.float32)
     lens = torch.as_tensor([len(s.response_ids) for s in samples], dtype=torch.long)
-    rollout = None
-    if all(s.logprobs is not None for s in samples):
-        rollout = torch.zeros((len(samples), L), dtype=torch.float32)
-        for i, s in enumerate(samples):
-            rollout[i, :len(s.logprobs)] = torch.as_tensor(s.logprobs, dtype=torch.float32)
-        rollout = rollout.to(device)
     return Experience(prompt_ids.to(device), prompt_mask.to(device), resp.to(device), mask.to(device),
                       advantages.float().to(device), response_lengths=lens, padding_free=padding_free,
-                      rollout_logps=rollout)
+                      rollout_logps=rollout.to(device) if has_logps else None)
 
 
 def sequence_inputs(exp: Experience):
