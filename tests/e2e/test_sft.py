@@ -53,8 +53,15 @@ def test_finished_run_is_not_overwritten(trained):
     assert (trained / "final" / "model.safetensors").stat().st_mtime == before
 
 
+def shm_segments():
+    from rlhf_cli.engine.shm_segments import PREFIX, SHM_DIR
+
+    return set(SHM_DIR.glob(f"{PREFIX}_*")) if SHM_DIR.is_dir() else set()
+
+
 def test_two_processes_zero2_and_zero3_agree(tmp_path):
     runs = {}
+    shm_before = shm_segments()
     for engine in ("zero2", "zero3"):
         out = tmp_path / engine
         rlhf([*BASE, "train.max_steps=4", f"engine={engine}", f"output_dir={out}", "--nproc", "2"])
@@ -64,6 +71,8 @@ def test_two_processes_zero2_and_zero3_agree(tmp_path):
     for s in runs["zero2"]:
         assert runs["zero3"][s] == pytest.approx(runs["zero2"][s], rel=1e-4)
     assert runs["zero2"][4] < runs["zero2"][1]
+    # DeepSpeed's CPU shm all-reduce segments (69 MB per rank) are gone with the run, not left in /dev/shm
+    assert shm_segments() <= shm_before
 
 
 def test_grad_accumulation_2x2_equals_4x1(tmp_path):

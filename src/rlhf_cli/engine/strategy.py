@@ -29,6 +29,7 @@ from rlhf_cli.engine.ds_config import (
 from rlhf_cli.engine.host_memory import keep_freed_memory
 from rlhf_cli.engine.launch import free_port
 from rlhf_cli.engine.safe_load import safe_torch_load
+from rlhf_cli.engine.shm_segments import unlink_own_segment
 from rlhf_cli.engine.train_engine import TrainEngine, lr_lambda, param_groups
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,6 +72,9 @@ class Strategy:
         if not dist.is_initialized():
             deepspeed.init_distributed(dist_backend=resolve_backend(self.cfg.engine.backend, self.cuda),
                                        verbose=False)
+            if not self.cuda:
+                self.barrier()  # every rank has now mapped every rank's shm segment (shm_segments.py)
+                unlink_own_segment(self.rank)
 
     @staticmethod
     def shutdown() -> None:
