@@ -1,6 +1,6 @@
 """Unreadable data: bad bytes, broken/non-gzip .gz files and broken JSON lines give `file:line: why`,
-and data.skip_bad=true skips and counts them like any other bad record (SFT, preference and prompt
-loaders alike). The SFT default config accepts every record shape the README lists."""
+and data.skip_bad=true skips and counts them like any other bad record (SFT, preference, prompt and
+RLAIF prompt loaders alike). The SFT default config accepts every record shape the README lists."""
 import gzip
 import json
 
@@ -8,11 +8,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlhf_cli.config.compose import compose
+from rlhf_cli.config.stage_rlaif import RLAIFDataConfig
 from rlhf_cli.config.stage_rm import PreferenceDataConfig
 from rlhf_cli.config.stages import SFTDataConfig
 from rlhf_cli.data.preference import load_preferences
 from rlhf_cli.data.prompts import load_prompts
 from rlhf_cli.data.readers import read_records
+from rlhf_cli.data.rlaif import load_rlaif_prompts
 from rlhf_cli.data.sft import load_sft_examples
 from rlhf_cli.errors import DataError
 
@@ -94,6 +96,14 @@ def test_preference_and_prompt_loaders_skip_bad_lines(tmp_path, tokenizer):
         load_prompts(q, tokenizer)
     examples, stats = load_prompts(q, tokenizer, skip_bad=True)
     assert len(examples) == 2 and stats.skipped == 1
+
+    # RLAIF prompts follow the same rule (an unreadable line used to stop them even under skip_bad)
+    r = OmegaConf.merge(OmegaConf.structured(RLAIFDataConfig), {"path": str(q)})
+    with pytest.raises(DataError, match=r"prompts\.jsonl:2: invalid UTF-8"):
+        load_rlaif_prompts(q, r, tokenizer, max_prompt_tokens=64)
+    r.skip_bad = True
+    prompts, stats = load_rlaif_prompts(q, r, tokenizer, max_prompt_tokens=64)
+    assert [p.text for p in prompts] == ["1+1?", "2+2?"] and stats.skipped == 1 and stats.records == 3
 
 
 @pytest.mark.parametrize("rows", [

@@ -32,7 +32,7 @@ import torch
 
 from rlhf_cli.data.chat import render_messages, render_prompt, validate_messages
 from rlhf_cli.data.packing import collate, collate_flat, example_row
-from rlhf_cli.data.readers import BadRecord, read_records
+from rlhf_cli.data.readers import parsed_records
 from rlhf_cli.errors import DataError
 
 HH_ASSISTANT = "\n\nAssistant:"
@@ -299,17 +299,8 @@ def load_preferences(path, d, tokenizer, kind: str, limit: int = 0, seed: int = 
     """Read + tokenise ``path``; bad records raise DataError(file:line) or are skipped+counted (skip_bad)."""
     enc = Encoder(tokenizer, d.template, d.max_length)
     stats, out = LoadStats(), []
-    for line, rec in read_records(path, limit=limit, bad="yield"):
-        stats.records += 1
-        try:
-            if isinstance(rec, BadRecord):
-                raise rec
-            items, cut = parse_record(rec, d, enc, kind, step_delimiter)
-        except ValueError as e:
-            if d.skip_bad:
-                stats.skipped += 1
-                continue
-            raise DataError(f"{path}:{line}: {e} (set data.skip_bad=true to skip bad records)") from None
+    for _, _, (items, cut) in parsed_records(path, lambda rec: parse_record(rec, d, enc, kind, step_delimiter),
+                                             stats, d.skip_bad, limit):
         stats.truncated += int(cut)
         out.extend(items)
     if not out:

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rlhf_cli.data.chat import render_prompt, validate_messages
 from rlhf_cli.data.preference import HH_ASSISTANT, hh_messages
-from rlhf_cli.data.readers import BadRecord, read_records
+from rlhf_cli.data.readers import parsed_records, read_records
 from rlhf_cli.errors import DataError
 
 
@@ -72,20 +72,15 @@ def load_prompts(path, tokenizer, *, prompt_field: str = "prompt", system_prompt
     """Read and render every prompt of ``path``. Bad records: DataError(file:line) or skipped+counted.
     Prompts longer than ``max_prompt_tokens`` (> 0) are skipped and counted."""
     stats, out = PromptStats(), []
-    for line, rec in read_records(path, limit=limit, bad="yield"):
-        stats.records += 1
-        try:
-            if isinstance(rec, BadRecord):
-                raise rec
-            msgs, text = prompt_messages(rec, prompt_field, system_prompt, prompt_template)
-            missing = [f for f in reward_fields if f not in rec]
-            if missing:
-                raise ValueError(f"record has no reward field(s) {', '.join(map(repr, missing))}")
-        except (ValueError, KeyError, IndexError) as e:
-            if skip_bad:
-                stats.skipped += 1
-                continue
-            raise DataError(f"{path}:{line}: {e} (set data.skip_bad=true to skip bad records)") from None
+    def parse(rec):
+        msgs_text = prompt_messages(rec, prompt_field, system_prompt, prompt_template)
+        missing = [f for f in reward_fields if f not in rec]
+        if missing:
+            raise ValueError(f"record has no reward field(s) {', '.join(map(repr, missing))}")
+        return msgs_text
+
+    for _, rec, (msgs, text) in parsed_records(path, parse, stats, skip_bad, limit,
+                                               errors=(ValueError, KeyError, IndexError)):
         ids = encode_prompt(tokenizer, msgs)
         if max_prompt_tokens and len(ids) > max_prompt_tokens:
             stats.too_long += 1

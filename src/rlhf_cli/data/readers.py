@@ -9,11 +9,12 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple, TypeVar
 
 from rlhf_cli.errors import ConfigError, DataError
 
 Record = Dict[str, object]
+T = TypeVar("T")
 
 
 def builtin_dir() -> Path:
@@ -166,3 +167,24 @@ def read_records(path: str | Path, limit: int = 0, bad: str = "raise") -> Iterat
         if isinstance(rec, BadRecord) and bad == "raise":
             raise DataError(f"{path}:{line}: {rec}")
         yield line, rec
+
+
+def parsed_records(path, parse: Callable[[Record], T], stats, skip_bad: bool, limit: int = 0,
+                   errors: Tuple[type, ...] = (ValueError,)) -> Iterator[Tuple[int, Record, T]]:
+    """Yield ``(line, record, parse(record))`` for every good record of ``path``, counting ``stats.records``.
+
+    The one bad-record rule every loader follows: a line that cannot be read, or whose ``parse`` raises one
+    of ``errors``, stops the run with ``DataError("file:line: why")`` unless ``skip_bad``, which skips it
+    and counts ``stats.skipped``."""
+    for line, rec in read_records(path, limit=limit, bad="yield"):
+        stats.records += 1
+        try:
+            if isinstance(rec, BadRecord):
+                raise rec
+            parsed = parse(rec)
+        except errors as e:
+            if skip_bad:
+                stats.skipped += 1
+                continue
+            raise DataError(f"{path}:{line}: {e} (set data.skip_bad=true to skip bad records)") from None
+        yield line, rec, parsed

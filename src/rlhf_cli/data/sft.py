@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from rlhf_cli.data.chat import tokenize_chat, validate_messages
-from rlhf_cli.data.readers import BadRecord, read_records
+from rlhf_cli.data.readers import parsed_records
 from rlhf_cli.errors import DataError
 
 
@@ -80,17 +80,8 @@ def tokenize_record(rec: dict, dcfg, tokenizer) -> Tuple[List[int], List[int]]:
 def load_sft_examples(path, dcfg, tokenizer, limit: int = 0) -> Tuple[List[Example], LoadStats]:
     """Tokenise every record of ``path``; bad records raise DataError(file:line) or are skipped+counted."""
     stats, out = LoadStats(), []
-    for line, rec in read_records(path, limit=limit, bad="yield"):
-        stats.records += 1
-        try:
-            if isinstance(rec, BadRecord):
-                raise rec
-            ids, mask = tokenize_record(rec, dcfg, tokenizer)
-        except ValueError as e:
-            if dcfg.skip_bad:
-                stats.skipped += 1
-                continue
-            raise DataError(f"{path}:{line}: {e} (set data.skip_bad=true to skip bad records)") from None
+    for _, _, (ids, mask) in parsed_records(path, lambda rec: tokenize_record(rec, dcfg, tokenizer), stats,
+                                            dcfg.skip_bad, limit):
         if len(ids) > dcfg.max_length:
             ids, mask = ids[: dcfg.max_length], mask[: dcfg.max_length]
             stats.truncated += 1
