@@ -19,9 +19,13 @@ class TinyModelConfig:
     # Shape of the random Llama built in-process when model.name=tiny (tests, smoke runs).
     # It reuses the embedded model's real tokenizer, so the vocabulary is 49152.
     hidden_size: int = num(64, ge=1)
+    # MLP width.
     intermediate_size: int = num(128, ge=1)
+    # Decoder layers.
     num_hidden_layers: int = num(2, ge=1)
+    # Query heads (hidden_size must be a multiple of it).
     num_attention_heads: int = num(4, ge=1)
+    # Key/value heads: fewer than the query heads is grouped-query attention, as in SmolLM2.
     num_key_value_heads: int = num(2, ge=1)
     # Seed for the random init, fixed so two processes (and reruns) build the same weights.
     seed: int = num(0, ge=0)
@@ -102,11 +106,13 @@ class OptimConfig:
     weight_decay: float = num(0.0, ge=0)
     # Adam betas; 0.95 for beta2 is the usual LLM choice (stabler than 0.999).
     betas: List[float] = num(lambda: [0.9, 0.95], ge=0, lt=1)
+    # Adam epsilon: the floor of the update's denominator.
     eps: float = num(1.0e-8, gt=0)
     # Learning-rate schedule after warmup: cosine | linear | constant.
     scheduler: str = "cosine"
     # Linear warmup steps (optimizer steps). If 0, warmup_ratio * total steps is used.
     warmup_steps: int = num(0, ge=0)
+    # Warmup as a fraction of the total optimizer steps, used when warmup_steps is 0.
     warmup_ratio: float = num(0.03, ge=0, lt=1)
     # Final LR as a fraction of lr for cosine/linear decay.
     min_lr_ratio: float = num(0.1, ge=0, le=1)
@@ -118,6 +124,7 @@ class OptimConfig:
 class TrainConfig:
     # Total optimizer steps; -1 = derive from epochs and the dataset size.
     max_steps: int = num(-1, ge=1, also=(-1,))
+    # Passes over the training data when max_steps is -1 (a fraction stops part-way).
     epochs: float = num(1.0, gt=0)
     # Rows per process per micro-step (a row is one packed or padded sequence of data.max_length tokens).
     micro_batch_size: int = num(4, ge=1)
@@ -156,6 +163,8 @@ class RunConfig:
     overwrite: bool = False
     # auto: resume from the newest checkpoint if output_dir has one; true: require one; false: refuse if any.
     resume: str = "auto"
+    # Seeds Python's and torch's generators in every process: the data order, the held-out split, new
+    # heads' init and sampling all follow it, so a rerun (and a resume) draws the same.
     seed: int = num(42, ge=0, lt=2**32)
     # auto = bf16 on GPUs that support it (else fp16), fp32 on CPU; or fp32 | bf16 | fp16.
     precision: str = "auto"

@@ -27,6 +27,7 @@ class DPOSection:
     # kto: weights of desirable / undesirable examples (lambda_D, lambda_U); balance them when the data is
     # unbalanced (the KTO paper keeps lambda_D * n_D / (lambda_U * n_U) in [1, 4/3]).
     desirable_weight: float = num(1.0, gt=0)
+    # lambda_U, the weight of undesirable examples.
     undesirable_weight: float = num(1.0, gt=0)
     # Sequence positions per fp32 log-softmax chunk (memory vs speed; never a full B x T x V fp32 copy).
     logprob_chunk_size: int = num(512, ge=1)

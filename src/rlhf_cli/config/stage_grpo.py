@@ -38,7 +38,9 @@ class RolloutSection:
     max_new_tokens: int = num(256, ge=1)
     # Sampling: temperature 1.0 keeps the rollout distribution the policy's own (on-policy ratios).
     temperature: float = num(1.0, gt=0)
+    # Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = off).
     top_p: float = num(1.0, gt=0, le=1)
+    # Keep the k most likely tokens (0 = off).
     top_k: int = num(0, ge=0)
     # Responses stop once their text contains one of these strings (besides EOS).
     stop_strings: List[str] = field(default_factory=list)
@@ -51,6 +53,7 @@ class RolloutSection:
     # Clipped surrogate bounds: ratio in [1 - clip_low, 1 + clip_high]; 0.28 is DAPO's clip-higher
     # (more room for low-probability tokens to grow, against entropy collapse).
     clip_low: float = num(0.2, ge=0, lt=1)
+    # Upper bound's distance from 1 (0.2 = symmetric PPO clipping).
     clip_high: float = num(0.28, ge=0)
     # Sequence positions per fp32 log-prob chunk (memory vs speed).
     logprob_chunk_size: int = num(1024, ge=1)
@@ -64,6 +67,7 @@ class GRPOSection(RolloutSection):
     advantage: str = "grpo"
     # grpo only: divide by the std of the group (original), the batch, or not at all (Dr. GRPO).
     scale_rewards: str = "group"
+    # Added to the std before dividing, so a group of near-equal rewards does not blow up.
     adv_eps: float = num(1.0e-4, gt=0)
     # KL(policy || reference) penalty weight. 0 = none and NO reference model is loaded (common RLVR
     # practice: DAPO, Dr. GRPO); > 0 loads a frozen copy of the starting model.
@@ -75,11 +79,14 @@ class GRPOSection(RolloutSection):
     # DAPO dynamic sampling: drop groups whose rewards are all equal (zero advantage) and top the
     # batch up with new prompts, for at most max_resample_rounds extra generation rounds.
     dynamic_sampling: bool = False
+    # Extra generation rounds dynamic sampling may spend topping a batch up.
     max_resample_rounds: int = num(3, ge=0)
     # Responses cut at max_new_tokens: none | mask (excluded from the loss, DAPO overlong filtering) |
     # penalty (reward -= overlong_penalty, ramped over the last overlong_buffer tokens; DAPO soft punishment).
     overlong: str = "none"
+    # penalty: the most subtracted (at max_new_tokens).
     overlong_penalty: float = num(1.0, ge=0)
+    # penalty: tokens before max_new_tokens over which it ramps from 0 up (0 = the whole amount at the cut).
     overlong_buffer: int = num(0, ge=0)
 
 

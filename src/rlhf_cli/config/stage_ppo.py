@@ -32,6 +32,7 @@ class PPOSection(RolloutSection):
     kl_horizon: int = num(10000, ge=1)
     # GAE discount and lambda (Schulman et al. 2016). gamma 1.0: episodes are one response long.
     gamma: float = num(1.0, ge=0, le=1)
+    # GAE lambda: 1 = Monte-Carlo returns (high variance), 0 = one-step TD (biased by the critic).
     lam: float = num(0.95, ge=0, le=1)
     # Whiten advantages over the whole batch (all processes), as in every PPO for LMs.
     whiten_advantages: bool = True
@@ -41,6 +42,7 @@ class PPOSection(RolloutSection):
     old_logprobs: str = "auto"
     # Passes over each rollout, and mini-batches (= optimizer steps) per pass.
     epochs: int = num(4, ge=1)
+    # Mini-batches each pass splits the rollout into; each is one optimizer step.
     mini_batches: int = num(1, ge=1)
     # Clipped value loss: values kept within +-value_clip of the rollout's values (PPO2).
     value_clip: float = num(0.2, gt=0)
@@ -67,6 +69,7 @@ class PPOSection(RolloutSection):
     reward_clip: Optional[float] = num(None, gt=0)
     # Write a few prompt -> response -> reward samples to samples.jsonl every N steps (0 = never).
     sample_every: int = num(10, ge=0)
+    # Samples written each time.
     samples_per_write: int = num(4, ge=1)
 
 

@@ -20,8 +20,11 @@ class RLAIFDataConfig(DataConfig):
     # are read by shape: HH-RLHF transcripts (chosen_field) give their FIRST human turn; chat records
     # (messages_field) give the conversation before the last assistant turn.
     prompt_field: str = "prompt"
+    # Chat records: the conversation (its last assistant turn, if any, is dropped from the prompt).
     messages_field: str = "messages"
+    # HH-RLHF transcripts, and the human pair used by rlaif.responses=data.
     chosen_field: str = "chosen"
+    # The human-rejected transcript or answer (rlaif.responses=data).
     rejected_field: str = "rejected"
     # System message put before the policy's prompts; null = none.
     system_prompt: Optional[str] = None
@@ -65,6 +68,7 @@ class RLAIFSection:
     # Chain-of-thought judging: the judge writes its reasoning, then the label is read after it; the
     # probabilities are clamped to cot_clamp (Bai et al. 2022, sec. 4.1: 40-60 %).
     cot: bool = False
+    # [low, high] bounds of the chain-of-thought label probability.
     cot_clamp: List[float] = num(lambda: [0.4, 0.6], ge=0, le=1)
     # Keep a pair only when max(p, 1 - p) >= this (0.5 keeps all; 0.6 drops near-coin-flip labels).
     min_confidence: float = num(0.5, ge=0.5, le=1)
@@ -77,9 +81,13 @@ class RLAIFSection:
     then_overrides: List[str] = field(default_factory=list)
     # Policy sampling (responses; the SL phase's first response): like GRPO's.
     max_new_tokens: int = num(128, ge=1)
+    # 0 = greedy.
     temperature: float = num(1.0, ge=0)
+    # Nucleus sampling (1 = off).
     top_p: float = num(1.0, gt=0, le=1)
+    # Keep the k most likely tokens (0 = off).
     top_k: int = num(0, ge=0)
+    # Responses stop once their text contains one of these strings (besides EOS).
     stop_strings: List[str] = field(default_factory=list)
     # Rows per policy generation forward (0 = all of this process's prompts at once).
     generation_batch_size: int = num(0, ge=0)

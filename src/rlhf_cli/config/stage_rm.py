@@ -25,15 +25,23 @@ class PreferenceDataConfig(DataConfig):
     max_length: int = num(512, ge=8)
     # Field names, for data whose columns are named differently.
     prompt_field: str = "prompt"
+    # Pairwise: the preferred response (or a whole HH-RLHF transcript, split into prompt and answer).
     chosen_field: str = "chosen"
+    # Pairwise: the dispreferred response (or transcript).
     rejected_field: str = "rejected"
     # Optional per-pair margin (Llama 2), used by rm.loss=bradley_terry when present.
     margin_field: str = "margin"
+    # K-wise ranking: the responses, best first unless ranks_field is given.
     responses_field: str = "responses"
+    # K-wise ranking: one rank per response (0 = best, ties allowed).
     ranks_field: str = "ranks"
+    # KTO: the unpaired response.
     completion_field: str = "completion"
+    # KTO: true = desirable, false = undesirable.
     label_field: str = "label"
+    # Process supervision: the solution's steps (each scored at its delimiter token).
     steps_field: str = "steps"
+    # Process supervision: one 1/0 (correct/incorrect) label per step.
     labels_field: str = "labels"
     # Lay a micro-batch's sequences (every pair's chosen and rejected) end to end in one row: no padding
     # token at all, attention and positions stay per sequence. Off = sequences padded to the longest.

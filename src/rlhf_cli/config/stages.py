@@ -21,6 +21,7 @@ class DataConfig:
     path: str = MISSING
     # Held-out file; null = split eval_fraction of path off (deterministic by seed).
     eval_path: Optional[str] = None
+    # Share of path held out for evaluation when eval_path is null (0 = no held-out split).
     eval_fraction: float = num(0.05, ge=0, lt=1)
     # Tokens per sequence (prompt + response); longer examples are truncated (counted in the metrics).
     max_length: int = num(512, ge=1)
@@ -38,8 +39,11 @@ class SFTDataConfig(DataConfig):
     format: str = "auto"
     # Field names, for data whose columns are named differently.
     messages_field: str = "messages"
+    # The prompt of a prompt/completion record (a string or chat messages).
     prompt_field: str = "prompt"
+    # The response of a prompt/completion record: the only tokens trained on.
     completion_field: str = "completion"
+    # Plain text of a text record: every token is trained on.
     text_field: str = "text"
     # Pack several examples into each row (attention and positions stay per example). Off = length-bucketed
     # padding.
