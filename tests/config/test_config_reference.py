@@ -1,4 +1,5 @@
 """The README's config reference is the one generated from the schema, and the generator covers the schema."""
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,13 @@ from rlhf_cli.config.stages import STAGES, DataConfig
 from rlhf_cli.errors import ConfigError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@dataclass
+class _Grouped:
+    # The first field's meaning.
+    first: int = 1
+    second: int = 2
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +57,7 @@ def test_field_comments_defaults_ranges_and_choices(generated):
     # Two comment lines joined; a field with no comment directly above gets none (not its neighbour's).
     assert field_comment(OptimConfig, "warmup_steps") == ("Linear warmup steps (optimizer steps). If 0, "
                                                           "warmup_ratio * total steps is used.")
-    assert field_comment(OptimConfig, "eps") == ""
+    assert field_comment(_Grouped, "first") == "The first field's meaning." and field_comment(_Grouped, "second") == ""
     # Inherited: PreferenceDataConfig does not redeclare eval_path, so DataConfig's comment is used; it does
     # redeclare max_length with its own comment, which wins.
     assert "eval_path" not in _own_comments(PreferenceDataConfig)

@@ -1,4 +1,6 @@
 """The arithmetic of the benchmarks' reports (the runs themselves are `make bench`, never tests)."""
+import time
+
 import pytest
 
 from rlhf_cli.bench.ppo import N_HEAD_135M, scoring_update_flops
@@ -22,6 +24,11 @@ def test_vs_rows_take_each_sides_best_round():
                                                                                 {"tokens_per_s": 96.0}]})
     assert row["ratio_vs_trl_fastest"] == pytest.approx(120 / 96, abs=1e-3)
     assert row["ours_fraction_of_matmul_peak"] == pytest.approx(6 * N_PARAMS_135M * 120 / 1e9 / 150, abs=1e-3)
+    assert "ours_fraction_of_sustained_matmul" not in row
+    mine[1]["sustained_gflops"] = 125.0
+    row = compare_tokens(mine, {"packed": [{"tokens_per_s": 80.0}]})
+    assert row["ours_fraction_of_sustained_matmul"] == pytest.approx(6 * N_PARAMS_135M * 120 / 1e9 / 125, abs=1e-3)
+    assert row["ours_fraction_of_matmul_peak"] == pytest.approx(6 * N_PARAMS_135M * 120 / 1e9 / 150, abs=1e-3)
     step = compare_steps([{"step_time": 30.0, "generated_tokens_per_step": 500},
                           {"step_time": 20.0, "generated_tokens_per_step": 510}],
                          {"": [{"step_time": 40.0, "generated_tokens_per_step": 490}]})
@@ -40,3 +47,11 @@ def test_steal_fraction_is_the_share_of_cpu_time_given_to_neighbours():
     assert steal_fraction((0, 0), (0, 0)) == 0.0
     steal, total = cpu_times()
     assert 0 <= steal <= total
+
+
+def test_sustained_matmul_rate_is_a_mean_over_the_window():
+    from rlhf_cli.bench.peak import sustained_matmul_gflops
+
+    t = time.perf_counter()
+    rate = sustained_matmul_gflops(seconds=0.2, n=256)
+    assert time.perf_counter() - t >= 0.2 and rate > 0

@@ -27,6 +27,23 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5, dtype=None) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def sustained_matmul_gflops(seconds: float = 3.0, n: int = 2048) -> float:
+    """The same fp32 square GEMM back to back for ``seconds``: the mean rate (GFLOP/s, CPU only).
+
+    ``matmul_peak_gflops`` keeps the best 0.1 s burst, which on a shared VM catches its fastest moments
+    (112-170 GFLOP/s within one hour here); this is what a pure GEMM loop holds over a stretch as long
+    as a benchmark's steps, measured next to them: a diagnostic beside the peak, never a replacement."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    count, t0 = 0, time.perf_counter()
+    while True:
+        a @ b
+        count += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return 2 * n**3 * count / elapsed / 1e9
+
+
 def cpu_times() -> tuple:
     """(steal, total) CPU jiffies since boot from /proc/stat ((0, 0) where there is none). Steal is time the
     hypervisor gave this VM's CPUs to its neighbours: the share of it during a run says how quiet the machine
