@@ -100,12 +100,12 @@ def compare_tokens(mine: List[dict], theirs: Dict[str, List[dict]]) -> dict:
     from rlhf_cli.bench.sft import N_PARAMS_135M
 
     a = best(mine)
+    gflops_6n = 6 * N_PARAMS_135M * a["tokens_per_s"] / 1e9
     row = {"ours_tokens_per_s": a["tokens_per_s"], "ours_padding_fraction": a["padding_fraction"],
            "ours_cpu_steal_fraction": a.get("cpu_steal_fraction", 0.0),
-           "ours_fraction_of_matmul_peak": round(6 * N_PARAMS_135M * a["tokens_per_s"] / 1e9 / a["peak_gflops"], 3)}
+           "ours_fraction_of_matmul_peak": round(gflops_6n / a["peak_gflops"], 3)}
     if "sustained_gflops" in a:  # diagnostic: the same 6N rate over a GEMM loop's mean rate next to the run
-        row["ours_fraction_of_sustained_matmul"] = round(6 * N_PARAMS_135M * a["tokens_per_s"] / 1e9
-                                                         / a["sustained_gflops"], 3)
+        row["ours_fraction_of_sustained_matmul"] = round(gflops_6n / a["sustained_gflops"], 3)
     for m, runs in theirs.items():
         row[f"trl_{m}_tokens_per_s" if m else "trl_tokens_per_s"] = best(runs)["tokens_per_s"]
     fastest = max(v for k, v in row.items() if k.startswith("trl_") and k.endswith("tokens_per_s"))
