@@ -121,6 +121,7 @@ def test_cli_contract_for_config_dry_run_and_train(tmp_path):
         (["generate", "prompt=hi", "temperature=-1"], "generate: temperature=-1: must be >= 0"),
         (["eval", "gsm8k", "data=x.jsonl", "batch_size=0"], "eval gsm8k: batch_size=0: must be >= 1"),
         (["bench", "sft", "steps=0"], "bench: steps=0: must be >= 1"),
+        (["bench", "sft", "steps=3"], "bench: steps=3 leaves nothing to measure after warmup=3 warm-up steps"),
         (["bench", "--vs", "trl", "ppo"], "--vs trl compares sft, rm, dpo, grpo; not 'ppo'"),
         (["bench", "--vs", "foo"], "--vs foo: the only peer is 'trl'"),
     ]

@@ -40,6 +40,29 @@ def test_grpo_comparison_plans_the_same_batch_for_both_sides():
     assert label == "grpo step" and ours == theirs and ours["generations"] == 8 and ours["prompts"] == 2
 
 
+def test_training_rows_measure_after_the_same_warmup_on_both_sides():
+    from rlhf_cli.bench.sft import WARMUP_STEPS
+    from rlhf_cli.errors import ConfigError
+
+    [(label, ours, [(mode, theirs), _])] = plan("sft", {})
+    assert ours["warmup"] == theirs["warmup"] == WARMUP_STEPS and ours["steps"] > WARMUP_STEPS
+    [_, (_, live, [(_, trl_live)])] = plan("dpo", {"warmup": "1", "steps": "3"})
+    assert live["warmup"] == trl_live["warmup"] == 1 and live["precompute"] is False
+    with pytest.raises(ConfigError, match="steps=3 leaves nothing to measure after warmup=3"):
+        plan("rm", {"steps": "3"})
+
+
+def test_trl_step_meter_drops_its_warmup_steps():
+    import torch
+
+    from rlhf_cli.bench.peer_trl import StepMeter
+
+    meter = StepMeter(torch.nn.Linear(2, 2))
+    meter.steps = [(10.0, 100), (4.0, 400), (2.0, 300), (3.0, 300)]  # (seconds, tokens) per step
+    assert meter.result(warmup=2) == {"tokens_per_s": 120.0, "step_time": 2.5}
+    assert meter.result(warmup=1)["tokens_per_s"] == pytest.approx(1000 / 9, abs=0.1)
+
+
 def test_steal_fraction_is_the_share_of_cpu_time_given_to_neighbours():
     from rlhf_cli.bench.peak import cpu_times, steal_fraction
 

@@ -2,7 +2,7 @@
 
 TRL is an optional extra (``pip install 'rlhf-cli[bench]'``), never a runtime dependency. Each function
 trains a few real steps of TRL's own trainer on the embedded SmolLM2-135M in fp32 and returns the
-policy's real (non-padding) tokens per second over the steps after the first, counted exactly as our
+policy's real (non-padding) tokens per second over the steps after the warm-up ones, counted exactly as our
 stages count them: a forward hook on the policy sees every training forward, a callback times each step.
 """
 from __future__ import annotations
@@ -74,8 +74,9 @@ class StepMeter:
 
         return _Timer()
 
-    def result(self) -> Dict[str, float]:
-        steps = self.steps[1:] or self.steps  # the first step warms up
+    def result(self, warmup: int = 1) -> Dict[str, float]:
+        """Rates over the steps after the first ``warmup`` (bench/sft.WARMUP_STEPS for SFT, RM and DPO)."""
+        steps = self.steps[warmup:] or self.steps
         t = sum(dt for dt, _ in steps)
         return {"tokens_per_s": round(sum(n for _, n in steps) / t, 1), "step_time": round(t / len(steps), 3)}
 
@@ -103,7 +104,7 @@ def hh_pairs(limit: int) -> List[dict]:
     return rows
 
 
-def sft(seq: int, batch: int, steps: int, limit: int, packing: bool) -> Dict[str, float]:
+def sft(seq: int, batch: int, steps: int, limit: int, warmup: int, packing: bool) -> Dict[str, float]:
     """TRL SFTTrainer on the bundled GSM8K chats, loss on the answer (prompt-completion form)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -118,10 +119,10 @@ def sft(seq: int, batch: int, steps: int, limit: int, packing: bool) -> Dict[str
         args = common_args(SFTConfig, out, steps, batch, max_length=seq, packing=packing, dataset_num_proc=None)
         SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                    processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()
-    return meter.result()
+    return meter.result(warmup)
 
 
-def rm(seq: int, batch: int, steps: int, limit: int) -> Dict[str, float]:
+def rm(seq: int, batch: int, steps: int, limit: int, warmup: int) -> Dict[str, float]:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -136,10 +137,10 @@ def rm(seq: int, batch: int, steps: int, limit: int) -> Dict[str, float]:
         args = common_args(RewardConfig, out, steps, batch, max_length=seq)
         RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(hh_pairs(limit)),
                       processing_class=tok, callbacks=[meter.callback()]).train()
-    return meter.result()
+    return meter.result(warmup)
 
 
-def dpo(seq: int, batch: int, steps: int, limit: int, precompute: bool) -> Dict[str, float]:
+def dpo(seq: int, batch: int, steps: int, limit: int, warmup: int, precompute: bool) -> Dict[str, float]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -152,7 +153,7 @@ def dpo(seq: int, batch: int, steps: int, limit: int, precompute: bool) -> Dict[
                            precompute_ref_log_probs=precompute)
         DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(hh_pairs(limit)),
                    processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()
-    return meter.result()
+    return meter.result(warmup)
 
 
 def grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int) -> Dict[str, float]:

@@ -19,9 +19,10 @@ from typing import Dict, List, Tuple
 ROUNDS = 2  # ours/TRL pairs per row unless rounds=N; each side keeps its best round
 
 # Per stage, the benchmark options and their defaults (`rlhf bench --vs trl sft seq=512` overrides one).
-DEFAULTS = {"sft": {"seq": 256, "micro_batch": 4, "steps": 5, "limit": 64},
-            "rm": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32},
-            "dpo": {"seq": 512, "micro_batch": 2, "steps": 4, "limit": 32},
+# SFT, RM and DPO runs measure the steps after bench/sft.WARMUP_STEPS (both sides); GRPO's after the first.
+DEFAULTS = {"sft": {"seq": 256, "micro_batch": 4, "steps": 7, "limit": 64},
+            "rm": {"seq": 512, "micro_batch": 2, "steps": 6, "limit": 32},
+            "dpo": {"seq": 512, "micro_batch": 2, "steps": 6, "limit": 32},
             "grpo": {"prompts": 2, "generations": 4, "tokens": 64, "steps": 4, "limit": 64}}
 
 
@@ -31,7 +32,14 @@ def plan(stage: str, opts: dict) -> List[Tuple[str, dict, List[Tuple[str, dict]]
     if stage == "grpo":
         kw = {k: int(v) for k, v in o.items()}
         return [("grpo step", kw, [("", kw)])]
-    base = {"seq": o["seq"], "batch": o["micro_batch"], "steps": o["steps"], "limit": o["limit"]}
+    from rlhf_cli.bench.sft import WARMUP_STEPS
+    from rlhf_cli.errors import ConfigError
+
+    warmup = int(opts.get("warmup", WARMUP_STEPS))
+    if int(o["steps"]) <= warmup:  # before any run starts, not in the first fresh process
+        raise ConfigError(f"bench: steps={o['steps']} leaves nothing to measure after warmup={warmup} "
+                          f"warm-up steps ({stage})")
+    base = {"seq": o["seq"], "batch": o["micro_batch"], "steps": o["steps"], "limit": o["limit"], "warmup": warmup}
     if stage == "sft":
         return [("sft", base, [("packed", {**base, "packing": True}), ("padded", {**base, "packing": False})])]
     if stage == "rm":
@@ -44,7 +52,7 @@ def ours(stage: str, **kw) -> Dict[str, float]:
     return ours_grpo(**kw) if stage == "grpo" else ours_training(stage, **kw)
 
 
-def ours_training(stage: str, seq: int, batch: int, steps: int, limit: int,
+def ours_training(stage: str, seq: int, batch: int, steps: int, limit: int, warmup: int,
                   precompute: bool = False) -> Dict[str, float]:
     """Our stage through its real training path (one process, engine=zero0), matching the TRL run."""
     from rlhf_cli.bench.peak import matmul_peak_gflops, sustained_matmul_gflops
@@ -56,7 +64,7 @@ def ours_training(stage: str, seq: int, batch: int, steps: int, limit: int,
             "train.grad_accum=1", f"data.limit={limit}", "optim.lr=1e-5"]
     if stage == "dpo":
         over.append(f"ref.precompute={str(precompute).lower()}")
-    rows = run_training_bench(stage, over, steps)
+    rows = run_training_bench(stage, over, steps, warmup=warmup)
     held.append(sustained_matmul_gflops())
     peak = max(before, matmul_peak_gflops())  # a neighbour can slow one measurement; the faster is the peak
     tok_s, t, padding = throughput(rows)
@@ -132,8 +140,9 @@ def run_vs(peer: str, names: List[str], opts: dict) -> List[dict]:
     # round, 146 in the best of the next three, with TRL's figure steady).
     rounds = int(opts.get("rounds", ROUNDS))
     out = []
-    for stage in names:
-        for label, our_kw, modes in plan(stage, opts):
+    plans = [(stage, plan(stage, opts)) for stage in names]  # every bad option fails before the first run
+    for stage, rows in plans:
+        for label, our_kw, modes in rows:
             mine, theirs = [], {m: [] for m, _ in modes}
             for _ in range(rounds):  # alternate: ours, then each TRL mode, then ours again...
                 mine.append(_fresh("ours", stage, our_kw))

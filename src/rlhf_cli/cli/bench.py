@@ -11,7 +11,8 @@ from rlhf_cli.errors import ConfigError
 # Options the benchmarks read (bench/*.py), with their allowed ranges.
 OPTIONS = {"seq": (int, Range(ge=8)), "steps": (int, Range(ge=1)), "micro_batch": (int, Range(ge=1)),
            "prompts": (int, Range(ge=1)), "generations": (int, Range(ge=2)), "tokens": (int, Range(ge=1)),
-           "epochs": (int, Range(ge=1)), "compile": bool, "limit": (int, Range(ge=8)), "rounds": (int, Range(ge=1))}
+           "epochs": (int, Range(ge=1)), "compile": bool, "limit": (int, Range(ge=8)), "rounds": (int, Range(ge=1)),
+           "warmup": (int, Range(ge=0))}
 
 
 def run_bench(words: Sequence[str], vs: Optional[str] = None) -> None:
