@@ -61,6 +61,27 @@ def test_png_per_family(runs):
         assert px.shape[0] > 200 and px.shape[1] > 400 and float(np.std(px)) > 0.01  # not blank
 
 
+def test_grpo_reward_functions_get_a_panel_with_std_bands(tmp_path):
+    rows = [{"step": s, "loss": 0.1, "reward": 0.2 * s, "reward_std": 0.1, "reward/lower": 0.1 * s,
+             "reward/lower_std": 0.05, "reward/gsm8k": 0.05 * s, "kl": 0.01} for s in range(1, 6)]
+    a = make_run(tmp_path, "grpo-a", "grpo", rows)
+    [fig] = render_report([str(a)], str(tmp_path / "g.png"))
+    panels = fig.as_dict()["panels"]
+    assert list(panels) == ["loss", "reward", "kl", "reward functions"]
+    assert [s["key"] for s in panels["reward"]] == ["reward"]  # the functions (and stds) are not on it
+    assert [(s["key"], s["kind"], s["points"]) for s in panels["reward functions"]] == [
+        ("reward/gsm8k", "line", 5), ("reward/lower", "band", 5)]  # a +-std band where the std was logged
+    b = make_run(tmp_path, "grpo-b", "grpo", [{"step": 1, "reward/lower": 0.3}, {"step": 2, "reward/lower": 0.4}])
+    [fig] = render_report([str(a), str(b)], str(tmp_path / "two.png"))
+    assert [(s.run, s.key) for s in fig.panels["reward functions"]] == [
+        ("grpo-a", "reward/gsm8k"), ("grpo-a", "reward/lower"), ("grpo-b", "reward/lower")]
+    one = make_run(tmp_path, "grpo-one", "grpo", [{"step": 1, "reward": 0.3, "reward/lower": 0.3}])
+    assert "reward functions" not in render_report([str(one)], str(tmp_path / "o.png"))[0].panels
+    # a DPO run's reward/chosen, reward/margin... stay on the reward panel: no functions panel
+    d = make_run(tmp_path, "dpo-y", "dpo", [{"step": 1, "loss": 0.6, "reward/chosen": 0.1, "reward/margin": 0.2}])
+    assert "reward functions" not in render_report([str(d)], str(tmp_path / "d.png"))[0].panels
+
+
 def test_elo_chart_and_html(runs, tmp_path):
     _, dirs = runs
     elo = tmp_path / "elo.json"

@@ -26,6 +26,15 @@ PANELS = {
     "tokens/s": ["tokens_per_s", "gen_tokens_per_s"],
     "response length": ["response_length"],
 }
+# RL stages log each reward function's batch mean and std as reward/<name>, reward/<name>_std (stages/rl.py)
+FUNCTIONS_PANEL, FUNCTION_PREFIX, STD_SUFFIX = "reward functions", "reward/", "_std"
+_FIXED_KEYS = {k for keys in PANELS.values() for k in keys}
+
+
+def function_keys(keys) -> List[str]:
+    """The per-function reward means among ``keys`` (not the fixed reward keys, not the stds)."""
+    return sorted(k for k in keys if k.startswith(FUNCTION_PREFIX) and k not in _FIXED_KEYS
+                  and not k.endswith(STD_SUFFIX))
 
 
 @dataclass
@@ -120,11 +129,24 @@ def plan_panels(runs: Sequence[Run]) -> Dict[str, List[tuple]]:
                     used_evals.add(f"eval/{k}")
         if entries:
             out[title] = entries
+    functions = [(run, k, "line") for run in runs for k in function_keys(keys) if _xy(run.rows, k)[0]]
+    if len({k for _, k, _ in functions}) > 1:  # one function's line would repeat the reward panel's
+        out[FUNCTIONS_PANEL] = functions
     for k in sorted(k for k in keys if k.startswith("eval/") and k not in used_evals):
         entries = [(run, k, "eval") for run in runs if _xy(run.rows, k)[0]]
         if entries:
             out[k] = entries
     return out
+
+
+def _std_band(rows: Sequence[dict], key: str):
+    """(steps, mean - std, mean + std) where a row has both ``key`` and ``key``_std; None where none has."""
+    std = key + STD_SUFFIX
+    pts = [(r["step"], r[key], r[std]) for r in rows
+           if isinstance(r.get(key), (int, float)) and isinstance(r.get(std), (int, float))]
+    if not pts:
+        return None
+    return [x for x, _, _ in pts], [m - s for _, m, s in pts], [m + s for _, m, s in pts]
 
 
 def _grid(n: int):
@@ -151,6 +173,19 @@ def plot_family(runs: Sequence[Run], out: Path, title: str) -> Figure:
             xs, ys = _xy(run.rows, key)
             main = PANELS.get(ptitle, [key])[0]
             label = run.name if key in (main, f"eval/{main}") else f"{run.name} {key}"
+            if ptitle == FUNCTIONS_PANEL:  # one line per function: its name, a colour per function
+                i = function_keys({k for _, k, _ in entries}).index(key)
+                name = key[len(FUNCTION_PREFIX):]
+                if len(runs) == 1:
+                    label, color, style = name, f"C{i % 10}", "-"
+                else:  # a colour per run (as on every panel), a line style per function
+                    label, color, style = f"{run.name} {name}", colors[run.name], ["-", "--", ":", "-."][i % 4]
+                ax.plot(xs, ys, style, color=color, linewidth=1.4, label=label)
+                band = _std_band(run.rows, key)
+                if band:
+                    ax.fill_between(band[0], band[1], band[2], color=color, alpha=0.15, linewidth=0)
+                drawn.append(Series(run.name, key, "band" if band else kind, len(xs)))
+                continue
             if kind == "eval":
                 ax.plot(xs, ys, linestyle="none", marker="o", color=colors[run.name], label=f"{label} (eval)")
             else:
