@@ -63,14 +63,15 @@ SCRIPTS = REPO / "tests" / "e2e" / "scripts"
 def run_script(script: str, args: Sequence[str], nproc: int = 1, timeout: int = 600,
                env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run tests/e2e/scripts/SCRIPT with ARGS: as one plain process (nproc=1), or as ``nproc`` processes under
-    the deepspeed launcher (gloo on CPU), the way `rlhf train --nproc N` launches workers. Fails with the
-    output when the exit code is not 0."""
-    from rlhf_cli.engine.launch import free_port
+    DeepSpeed's per-node launcher (gloo on CPU), the way `rlhf train --nproc N` launches workers on one node.
+    Fails with the output when the exit code is not 0."""
+    from rlhf_cli.engine.launch import free_port, launch_command
 
     cmd = [sys.executable, str(SCRIPTS / script), *args]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc), "--master_port",
-               str(free_port()), "--no_local_rank", str(SCRIPTS / script), *args]
+    if nproc > 1:  # rlhf train's own command, with the script in place of `--module rlhf_cli.worker CONFIG`
+        launcher = launch_command(Path("CONFIG"), nproc, None, free_port())
+        assert launcher[-2:] == ["rlhf_cli.worker", "CONFIG"] and "--module" in launcher, launcher
+        cmd = [a for a in launcher[:-2] if a != "--module"] + [str(SCRIPTS / script), *args]
     threads = str(max(1, (os.cpu_count() or 1) // nproc))
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, **(env or {})}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
