@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rlhf_cli.bench.peak import peak_rss_mb
-from rlhf_cli.bench.sft import N_PARAMS_135M, WARMUP_STEPS, run_training_bench, throughput
+from rlhf_cli.bench.sft import N_PARAMS_135M, run_training_bench, throughput, warmup_option
 
 
 def pairs_bench(stage: str, name: str, overrides, opts: dict, peak_gflops: float, flops_per_token: float) -> dict:
@@ -10,7 +10,7 @@ def pairs_bench(stage: str, name: str, overrides, opts: dict, peak_gflops: float
     seq, steps, mb = int(opts.get("seq", 512)), int(opts.get("steps", 5)), int(opts.get("micro_batch", 2))
     rows = run_training_bench(stage, ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}",
                                       f"train.micro_batch_size={mb}", "train.grad_accum=1", "data.limit=16",
-                                      *overrides], steps, warmup=int(opts.get("warmup", WARMUP_STEPS)))
+                                      *overrides], steps, warmup=warmup_option(opts, steps))
     tok_s, t, padding = throughput(rows)
     flops = flops_per_token * N_PARAMS_135M * tok_s
     return {"bench": name, "model": "SmolLM2-135M", "max_length": seq, "pairs_per_step": mb,

@@ -17,17 +17,29 @@ N_PARAMS_135M = 134_515_008
 WARMUP_STEPS = 3
 
 
+def warmup_option(opts: dict, steps: int) -> int:
+    """The ``warmup=N`` option (default WARMUP_STEPS), checked to leave ``steps`` something to measure."""
+    warmup = int(opts.get("warmup", WARMUP_STEPS))
+    check_measured_steps(steps, warmup)
+    return warmup
+
+
+def check_measured_steps(steps: int, warmup: int) -> None:
+    from rlhf_cli.errors import ConfigError
+
+    if steps <= warmup:
+        raise ConfigError(f"bench: steps={steps} leaves nothing to measure after warmup={warmup} warm-up steps")
+
+
 def run_training_bench(stage: str, overrides, steps: int, key: str = "loss", warmup: int = 1):
     """Run ``steps`` real optimizer steps in-process; return the metrics rows (those with ``key``) after
     the first ``warmup``."""
     from rlhf_cli.config.compose import compose, to_yaml
-    from rlhf_cli.errors import ConfigError
     from rlhf_cli.models.embedded import prepare_model
     from rlhf_cli.stages.run_dir import prepare_output_dir
     from rlhf_cli.worker import run_worker
 
-    if steps <= warmup:
-        raise ConfigError(f"bench: steps={steps} leaves nothing to measure after warmup={warmup} warm-up steps")
+    check_measured_steps(steps, warmup)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(stage, None, list(overrides) + [f"train.max_steps={steps}", f"output_dir={tmp}/run",
                                                       "train.save_every=0", "log.progress=false",
@@ -53,7 +65,7 @@ def run(peak_gflops: float, opts: dict) -> dict:
     compile_ = str(opts.get("compile", "false")).lower()
     rows = run_training_bench("sft", ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}",
                                       "train.micro_batch_size=4", "data.packing=true", f"model.compile={compile_}"],
-                              steps, warmup=int(opts.get("warmup", WARMUP_STEPS)))
+                              steps, warmup=warmup_option(opts, steps))
     tok_s, _, padding = throughput(rows)
     flops = 6 * N_PARAMS_135M * tok_s
     return {"bench": "sft", "model": "SmolLM2-135M", "seq": seq, "compile": compile_, "tokens_per_s": round(tok_s, 1),

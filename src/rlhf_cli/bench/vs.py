@@ -32,13 +32,9 @@ def plan(stage: str, opts: dict) -> List[Tuple[str, dict, List[Tuple[str, dict]]
     if stage == "grpo":
         kw = {k: int(v) for k, v in o.items()}
         return [("grpo step", kw, [("", kw)])]
-    from rlhf_cli.bench.sft import WARMUP_STEPS
-    from rlhf_cli.errors import ConfigError
+    from rlhf_cli.bench.sft import warmup_option
 
-    warmup = int(opts.get("warmup", WARMUP_STEPS))
-    if int(o["steps"]) <= warmup:  # before any run starts, not in the first fresh process
-        raise ConfigError(f"bench: steps={o['steps']} leaves nothing to measure after warmup={warmup} "
-                          f"warm-up steps ({stage})")
+    warmup = warmup_option(opts, int(o["steps"]))  # checked here, before any run starts
     base = {"seq": o["seq"], "batch": o["micro_batch"], "steps": o["steps"], "limit": o["limit"], "warmup": warmup}
     if stage == "sft":
         return [("sft", base, [("packed", {**base, "packing": True}), ("padded", {**base, "packing": False})])]

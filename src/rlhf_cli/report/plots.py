@@ -169,12 +169,13 @@ def plot_family(runs: Sequence[Run], out: Path, title: str) -> Figure:
     colors = {r.name: f"C{i % 10}" for i, r in enumerate(runs)}
     for ax, (ptitle, entries) in zip(axes.flat, panels.items()):
         drawn = []
+        functions = function_keys({k for _, k, _ in entries}) if ptitle == FUNCTIONS_PANEL else []
         for run, key, kind in entries:
             xs, ys = _xy(run.rows, key)
             main = PANELS.get(ptitle, [key])[0]
             label = run.name if key in (main, f"eval/{main}") else f"{run.name} {key}"
             if ptitle == FUNCTIONS_PANEL:  # one line per function: its name, a colour per function
-                i = function_keys({k for _, k, _ in entries}).index(key)
+                i = functions.index(key)
                 name = key[len(FUNCTION_PREFIX):]
                 if len(runs) == 1:
                     label, color, style = name, f"C{i % 10}", "-"
