@@ -78,8 +78,8 @@ def write_node_config(text: str, node_rank: int) -> Path:
 def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[int], hostfile: Optional[str],
               debug: bool, nnodes: Optional[int] = None, node_rank: Optional[int] = None,
               master_addr: Optional[str] = None, master_port: Optional[int] = None) -> int:
-    from rlhf_cli.engine.launch import default_nproc, launch, launch_command, node_launch_command
-    from rlhf_cli.engine.nodes import plan_nodes, world_info
+    from rlhf_cli.engine.launch import default_nproc, launch, launch_command, node_launch_command, node_world_info
+    from rlhf_cli.engine.nodes import plan_nodes
 
     plan = plan_nodes(nnodes, node_rank, master_addr, master_port, hostfile)  # flag combinations first
     check_launch_options(nproc, hostfile)
@@ -93,6 +93,8 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
     for key, (value, why) in derivations(cfg).items():
         typer.echo(f"derived {key}={value} ({why})", err=True)
     n = nproc or default_nproc()
+    if not hostfile and (n > 1 or plan.multi):
+        node_world_info(plan, n)  # too few GPUs in CUDA_VISIBLE_DEVICES: fail before anything is written
     config_path = Path(cfg.output_dir) / "config.yaml"
     if plan.multi and plan.node_rank > 0:
         config_path = node_config_path(text, plan.node_rank)
@@ -100,7 +102,7 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
         typer.echo(text, nl=False)
         if plan.multi:
             typer.echo(f"# node {plan.node_rank} of {plan.nnodes} ({plan.source}), {n} process(es) per node, "
-                       f"master {plan.master_addr}:{plan.master_port}; world {world_info(plan, n)}")
+                       f"master {plan.master_addr}:{plan.master_port}; world {node_world_info(plan, n)}")
             typer.echo("# launch: " + shlex.join(node_launch_command(config_path, n, plan)))
         elif n == 1 and not hostfile:
             typer.echo(f"# launch: in-process worker reading {config_path}")

@@ -27,7 +27,7 @@ def free_port() -> int:
 def default_nproc() -> int:
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+    return torch.cuda.device_count() if cuda_available() else 1
 
 
 def launch_command(config_path: Path, nproc: int, hostfile: Optional[str], master_port: int) -> List[str]:
@@ -42,12 +42,23 @@ def launch_command(config_path: Path, nproc: int, hostfile: Optional[str], maste
             "--master_port", str(master_port), "--module", "--no_local_rank", "rlhf_cli.worker", str(config_path)]
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def node_world_info(plan, nproc: int) -> dict:
+    """The world info this node launches with: its workers on the GPUs ``CUDA_VISIBLE_DEVICES`` lists."""
+    from rlhf_cli.engine.nodes import local_devices, world_info
+
+    return world_info(plan, nproc, local_devices(nproc, cuda_available()))
+
+
 def node_launch_command(config_path: Path, nproc: int, plan) -> List[str]:
     """One node's share of a multi-node run, no ssh: DeepSpeed's per-node launcher (what its runner
     execs on each node under ``--no_ssh``), given the whole world's layout and this node's rank."""
-    from rlhf_cli.engine.nodes import world_info
-
-    info = base64.urlsafe_b64encode(json.dumps(world_info(plan, nproc)).encode()).decode()
+    info = base64.urlsafe_b64encode(json.dumps(node_world_info(plan, nproc)).encode()).decode()
     return [sys.executable, "-u", "-m", "deepspeed.launcher.launch", f"--world_info={info}",
             f"--node_rank={plan.node_rank}", f"--master_addr={plan.master_addr}",
             f"--master_port={plan.master_port}", "--module", "--no_local_rank", "rlhf_cli.worker", str(config_path)]

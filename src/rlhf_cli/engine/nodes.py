@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from rlhf_cli.errors import ConfigError
 
@@ -127,6 +127,30 @@ def plan_nodes(nnodes: Optional[int], node_rank: Optional[int], master_addr: Opt
     return NodePlan(nnodes, node_rank, master_addr, master_port, hosts, source)
 
 
-def world_info(plan: NodePlan, nproc: int) -> Dict[str, List[int]]:
-    """DeepSpeed's world info: {host: [local device ids]} in node-rank order; global rank = node * nproc + i."""
-    return {h: list(range(nproc)) for h in plan.hosts}
+DeviceId = Union[int, str]
+
+
+def local_devices(nproc: int, cuda: bool, env: Optional[Mapping[str, str]] = None) -> List[DeviceId]:
+    """The device ids this node's ``nproc`` workers run on: the first ``nproc`` that ``CUDA_VISIBLE_DEVICES``
+    lists when it is set (indices or GPU UUIDs), else ``0..nproc-1``.
+
+    DeepSpeed's launcher sets every worker's ``CUDA_VISIBLE_DEVICES`` to the world info's ids for its node,
+    whatever the caller had, so ``CUDA_VISIBLE_DEVICES=2,3 rlhf train ... --nproc 2`` would run on GPUs 0
+    and 1 if these ids were always 0..n-1. Without CUDA the ids only count processes."""
+    env = os.environ if env is None else env
+    listed = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if not cuda or not listed:
+        return list(range(nproc))
+    if len(listed) < nproc:
+        raise ConfigError(f"--nproc {nproc} but CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} makes "
+                          f"{len(listed)} GPU(s) visible; give at most {len(listed)} or list more devices")
+    return [int(d) if d.isdigit() else d for d in listed[:nproc]]
+
+
+def world_info(plan: NodePlan, nproc: int, devices: Optional[Sequence[DeviceId]] = None) -> Dict[str, List[DeviceId]]:
+    """DeepSpeed's world info: {host: [local device ids]} in node-rank order; global rank = node * nproc + i.
+    Only this node's entry reaches its workers (each node's launcher reads its own); the others count ranks."""
+    ids = list(devices) if devices is not None else list(range(nproc))
+    if len(ids) != nproc:
+        raise ValueError(f"{len(ids)} device ids for {nproc} processes")
+    return {h: ids for h in plan.hosts}
