@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from rlhf_cli.config.ranges import num
+from rlhf_cli.config.sampling import SamplingSection
 from rlhf_cli.config.schema import FrozenModelConfig, RunConfig
 from rlhf_cli.config.stages import DataConfig
 from rlhf_cli.errors import ConfigError
@@ -27,25 +28,15 @@ class PromptDataConfig(DataConfig):
 
 
 @dataclass
-class RolloutSection:
+class RolloutSection(SamplingSection):
     """Sampling and policy-loss settings shared by the RL stages (grpo, ppo)."""
 
     # Prompts per process per step; each gets num_generations responses.
     prompts_per_step: int = num(4, ge=1)
     # Responses per prompt.
     num_generations: int = num(1, ge=1)
-    # Generation budget per response (tokens). data.max_length - this is the prompt budget.
-    max_new_tokens: int = num(256, ge=1)
     # Sampling: temperature 1.0 keeps the rollout distribution the policy's own (on-policy ratios).
     temperature: float = num(1.0, gt=0)
-    # Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = off).
-    top_p: float = num(1.0, gt=0, le=1)
-    # Keep the k most likely tokens (0 = off).
-    top_k: int = num(0, ge=0)
-    # Responses stop once their text contains one of these strings (besides EOS).
-    stop_strings: List[str] = field(default_factory=list)
-    # Rows per generation forward (0 = all of this step's prompts x G at once).
-    generation_batch_size: int = num(0, ge=0)
     # token_mean (DAPO, default) | seq_mean_token_mean (original GRPO) | seq_mean_token_sum_norm (Dr. GRPO).
     # token_mean: every generated token weighs the same, so long (often wrong) answers are not
     # under-penalised per token and short ones not over-rewarded, as with the per-sequence mean.

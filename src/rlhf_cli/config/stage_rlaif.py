@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from rlhf_cli.config.ranges import num
+from rlhf_cli.config.sampling import SamplingSection
 from rlhf_cli.config.schema import RunConfig
 from rlhf_cli.config.stages import DataConfig
 from rlhf_cli.errors import ConfigError
@@ -50,7 +51,7 @@ class JudgeSection:
 
 
 @dataclass
-class RLAIFSection:
+class RLAIFSection(SamplingSection):
     # A packaged constitution under conf/constitution/ ('default') or a path to your own YAML file
     # (principles + optional templates; see conf/constitution/default.yaml).
     constitution: str = "default"
@@ -79,18 +80,10 @@ class RLAIFSection:
     then_conf: Optional[str] = None
     # Extra overrides for the next stage; on the command line quote each: "rlaif.then_overrides=['train.max_steps=50']".
     then_overrides: List[str] = field(default_factory=list)
-    # Policy sampling (responses; the SL phase's first response): like GRPO's.
+    # Policy response budget (tokens): the compared responses and the SL phase's first response.
     max_new_tokens: int = num(128, ge=1)
-    # 0 = greedy.
+    # Policy sampling temperature; 0 = greedy.
     temperature: float = num(1.0, ge=0)
-    # Nucleus sampling (1 = off).
-    top_p: float = num(1.0, gt=0, le=1)
-    # Keep the k most likely tokens (0 = off).
-    top_k: int = num(0, ge=0)
-    # Responses stop once their text contains one of these strings (besides EOS).
-    stop_strings: List[str] = field(default_factory=list)
-    # Rows per policy generation forward (0 = all of this process's prompts at once).
-    generation_batch_size: int = num(0, ge=0)
 
 
 @dataclass

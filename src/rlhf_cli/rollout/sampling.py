@@ -66,6 +66,12 @@ class SamplingParams:
         if any(not s for s in self.stop_strings):
             raise ValueError("stop_strings must be non-empty strings")
 
+    @classmethod
+    def from_section(cls, sec) -> "SamplingParams":
+        """From a stage's sampling fields (config.sampling.SamplingSection: grpo, ppo, rlaif sections)."""
+        return cls(max_new_tokens=sec.max_new_tokens, temperature=sec.temperature, top_p=sec.top_p,
+                   top_k=sec.top_k, stop_strings=tuple(sec.stop_strings))
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0

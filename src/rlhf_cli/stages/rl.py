@@ -43,9 +43,7 @@ class Roller:
         finished)`` post-processes each response's total reward (e.g. GRPO's overlong penalty)."""
         self.ctx, self.engine, self.tok, self.reward, self.prompts = ctx, engine, tokenizer, reward, prompts
         self.sec, self.adjust = sec, adjust
-        g = sec
-        self.params = SamplingParams(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
-                                     top_k=g.top_k, stop_strings=tuple(g.stop_strings))
+        self.params = SamplingParams.from_section(sec)
         self.eos = eos_ids(tokenizer, engine.module)
         self.gen_time = self.score_time = 0.0
         self.gen_tokens = 0

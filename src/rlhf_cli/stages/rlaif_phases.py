@@ -48,11 +48,6 @@ def generator(device, seed: int, *keys: int) -> torch.Generator:
     return g
 
 
-def policy_params(r) -> SamplingParams:
-    return SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                          top_k=r.top_k, stop_strings=tuple(r.stop_strings))
-
-
 def judge_params(j) -> SamplingParams:
     return SamplingParams(max_new_tokens=j.max_new_tokens, temperature=j.temperature)
 
@@ -62,7 +57,8 @@ def cai_sl(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, pro
     """Critique -> revision chains; sl_data.jsonl + sl_chains.jsonl records."""
     r, j, dev = cfg.rlaif, cfg.judge, policy.device
     t0 = time.time()
-    current = policy.generate([p.ids for p in prompts], policy_params(r), generator(dev, cfg.seed, 1, rank))
+    current = policy.generate([p.ids for p in prompts], SamplingParams.from_section(r),
+                              generator(dev, cfg.seed, 1, rank))
     timers.add("generate", t0)
     chains = [{"prompt": pref_prompt(p), "initial_response": c, "rounds": []} for p, c in zip(prompts, current)]
     kept_previous = 0
@@ -104,7 +100,7 @@ def candidates(cfg, rank: int, policy: Judge, prompts: Sequence[RLAIFPrompt], ti
         return [list(p.pair) for p in prompts]
     K = r.num_responses
     t0 = time.time()
-    flat = policy.generate([p.ids for p in prompts for _ in range(K)], policy_params(r),
+    flat = policy.generate([p.ids for p in prompts for _ in range(K)], SamplingParams.from_section(r),
                            generator(policy.device, cfg.seed, 4, rank))
     timers.add("generate", t0)
     return [flat[k * K:(k + 1) * K] for k in range(len(prompts))]
