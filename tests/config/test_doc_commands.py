@@ -1,0 +1,82 @@
+"""Every `rlhf train` command the README and the recipes' usage comments show composes and validates as a
+shell would pass it: split by the shell (an unquoted `[{name: model, path: runs/rm}]` is four words), then
+the CLI's own argument split and compose. The only failures allowed are the files and run directories a
+user brings (`runs/sft`, `feedback.jsonl`, `/models/judge`), and the README's deliberate typo example."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from rlhf_cli.cli.args import split_args
+from rlhf_cli.config.compose import compose
+from rlhf_cli.config.stages import STAGES
+from rlhf_cli.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+# `rlhf train` flags that take a value (dropped with it: they choose processes, not the config)
+VALUE_FLAGS = {"--nproc", "--hostfile", "--nnodes", "--node-rank", "--master-addr", "--master-port"}
+# Paths the commands name that the user makes or brings: earlier stages' run dirs, their own data files
+# (../shared/data is the data beside this checkout, not shipped).
+USER_PATH = re.compile(r"^(runs/|/models/|/shared/|\.\./shared/|my_|[\w-]+\.jsonl$)")
+# Examples shown to demonstrate an error, with the error they show.
+ERROR_EXAMPLES = {"optim.lrr=1e-5": "unknown key 'optim.lrr' (did you mean 'optim.lr'?)"}
+
+
+def shell_lines(text: str, comment_prefix: str = ""):
+    """Command lines: backslash continuations joined, a trailing `# comment` dropped."""
+    text = re.sub(r"\\\n\s*" + re.escape(comment_prefix), " ", text)
+    for line in text.splitlines():
+        line = line.strip()
+        if comment_prefix:
+            if not line.startswith(comment_prefix):
+                continue
+            line = line[len(comment_prefix):].strip()
+        yield re.split(r"\s#\s", line)[0]
+
+
+def documented_commands():
+    readme = (ROOT / "README.md").read_text()
+    sources = [("README.md", ln) for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, re.S)
+               for ln in shell_lines(block)]
+    for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
+        sources += [(f"recipes/{recipe.name}", ln) for ln in shell_lines(recipe.read_text(), "#")]
+    found = []
+    for where, line in sources:
+        m = re.search(r"(?:^|\s)rlhf train (\S+)(.*)$", line)
+        if m and m.group(1) in STAGES:  # not the synopsis `rlhf train STAGE [...]`
+            found.append(pytest.param(m.group(1), m.group(2), id=f"{where}: {m.group(1)}{m.group(2)}"[:110]))
+    return found
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_docs_show_a_command_for_every_stage():
+    assert {p.values[0] for p in COMMANDS} == set(STAGES)
+
+
+@pytest.mark.parametrize("stage, rest", COMMANDS)
+def test_documented_command_composes(stage, rest):
+    words, it = [], iter(shlex.split(rest))
+    for w in it:
+        if w in VALUE_FLAGS:
+            next(it)
+        elif not w.startswith("--") and not (w.startswith("[") and w.endswith("]")):  # [optional ...] synopsis
+            words.append(w)
+    expected = next((msg for arg, msg in ERROR_EXAMPLES.items() if arg in words), None)
+    try:
+        recipe, overrides = split_args(words)
+        compose(stage, recipe, overrides)
+    except ConfigError as e:
+        if expected is not None:
+            assert str(e) == expected
+            return
+        key_value, _, why = str(e).partition(": ")
+        value = key_value.partition("=")[2]
+        assert key_value in words and USER_PATH.match(value) and why in ("file not found", "no such directory"), \
+            f"rlhf train {stage}{rest} -> {e}"
+    else:
+        assert expected is None, f"rlhf train {stage}{rest} should fail with {expected}"
