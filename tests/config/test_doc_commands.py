@@ -1,9 +1,11 @@
 """Every `rlhf train` command the README and the recipes' usage comments show composes and validates as a
 shell would pass it: split by the shell (an unquoted `[{name: model, path: runs/rm}]` is four words), then
 the CLI's own argument split and compose. The only failures allowed are the files and run directories a
-user brings (`runs/sft`, `feedback.jsonl`, `/models/judge`), and the README's deliberate typo example."""
+user brings (`runs/sft`, `feedback.jsonl`, `/models/judge`), and the README's deliberate typo example.
+The README's `generate`, `chat`, `label` and `eval KIND` examples parse against their commands' options."""
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -37,10 +39,13 @@ def shell_lines(text: str, comment_prefix: str = ""):
         yield re.split(r"\s#\s", line)[0]
 
 
-def documented_commands():
+def readme_lines():
     readme = (ROOT / "README.md").read_text()
-    sources = [("README.md", ln) for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, re.S)
-               for ln in shell_lines(block)]
+    return [ln for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, re.S) for ln in shell_lines(block)]
+
+
+def documented_commands():
+    sources = [("README.md", ln) for ln in readme_lines()]
     for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
         sources += [(f"recipes/{recipe.name}", ln) for ln in shell_lines(recipe.read_text(), "#")]
     found = []
@@ -80,3 +85,38 @@ def test_documented_command_composes(stage, rest):
             f"rlhf train {stage}{rest} -> {e}"
     else:
         assert expected is None, f"rlhf train {stage}{rest} should fail with {expected}"
+
+
+# The key=value options of the other commands whose examples the README shows (module, its options' name).
+OPTION_TABLES = {"generate": "rlhf_cli.cli.generate", "chat": "rlhf_cli.cli.chat", "label": "rlhf_cli.cli.label",
+                 "eval gsm8k": "rlhf_cli.evals.gsm8k", "eval rm-accuracy": "rlhf_cli.evals.rm_accuracy",
+                 "eval win-rate": "rlhf_cli.evals.win_rate", "eval kl": "rlhf_cli.evals.kl",
+                 "eval perplexity": "rlhf_cli.evals.perplexity"}
+
+
+def option_examples():
+    found = []
+    for line in readme_lines():
+        m = re.search(r"(?:^|\s)rlhf (generate|chat|label|eval \S+)(.*)$", line)
+        if m and m.group(1) != "eval KIND":  # not the synopsis
+            found.append(pytest.param(m.group(1), m.group(2).strip(), id=f"{m.group(1)} {m.group(2).strip()}"[:110]))
+    return found
+
+
+OPTION_EXAMPLES = option_examples()
+
+
+def test_the_readme_shows_option_examples():
+    assert {"generate", "label", "eval gsm8k", "eval rm-accuracy"} <= {p.values[0] for p in OPTION_EXAMPLES}
+
+
+@pytest.mark.parametrize("command, rest", OPTION_EXAMPLES)
+def test_documented_options_parse(command, rest):
+    from rlhf_cli.config.options import parse_kv
+
+    assert command in OPTION_TABLES, f"`rlhf {command}`: an example of a command this test does not know"
+    words = []
+    for w in shlex.split(rest):  # a synopsis' [optional key=value ...] brackets go, its options are checked
+        w = w[1:] if w.startswith("[") else w
+        words.append(w[:-1] if w.count("]") > w.count("[") else w)
+    parse_kv(words, importlib.import_module(OPTION_TABLES[command]).OPTIONS, command)
