@@ -9,7 +9,12 @@ from rlhf_cli.engine import launch
 from rlhf_cli.engine.nodes import NodePlan, local_devices, world_info
 from rlhf_cli.errors import ConfigError
 
-ONE_NODE = NodePlan(1, 0, "127.0.0.1", 29500, ["localhost"], "local")
+
+def launched_world_info() -> dict:
+    """The world info `rlhf train --nproc 2` hands DeepSpeed's per-node launcher on this node."""
+    cmd = launch.launch_command(Path("run/config.yaml"), 2, None, 29501)
+    [arg] = [a for a in cmd if a.startswith("--world_info=")]
+    return json.loads(base64.urlsafe_b64decode(arg.split("=", 1)[1]))
 
 
 def test_visible_devices_are_the_workers_devices():
@@ -46,10 +51,6 @@ def test_the_launch_command_carries_the_visible_gpus(monkeypatch):
     so these must be the user's, not 0..n-1."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     monkeypatch.setattr(launch, "cuda_available", lambda: True)
-    cmd = launch.launch_command(Path("run/config.yaml"), 2, None, 29501)
-    [arg] = [a for a in cmd if a.startswith("--world_info=")]
-    assert json.loads(base64.urlsafe_b64decode(arg.split("=", 1)[1])) == {"localhost": [2, 3]}
+    assert launched_world_info() == {"localhost": [2, 3]}
     monkeypatch.setattr(launch, "cuda_available", lambda: False)  # a CPU run: the list means nothing
-    cmd = launch.launch_command(Path("run/config.yaml"), 2, None, 29501)
-    [arg] = [a for a in cmd if a.startswith("--world_info=")]
-    assert json.loads(base64.urlsafe_b64decode(arg.split("=", 1)[1])) == {"localhost": [0, 1]}
+    assert launched_world_info() == {"localhost": [0, 1]}
