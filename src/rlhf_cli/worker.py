@@ -77,13 +77,9 @@ def main() -> None:
         print("usage: python -m rlhf_cli.worker OUTPUT_DIR/config.yaml", file=sys.stderr)
         sys.exit(2)
     code = run_worker(args[0])
-    try:
-        from rlhf_cli.engine.strategy import Strategy
+    from rlhf_cli.engine.process_exit import exit_process
 
-        Strategy.shutdown()
-    except Exception:
-        pass
-    sys.exit(code)
+    exit_process(code)  # not sys.exit: the interpreter's teardown can abort a finished run (process_exit.py)
 
 
 if __name__ == "__main__":

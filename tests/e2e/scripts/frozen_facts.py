@@ -14,6 +14,7 @@ import sys
 import torch
 
 from rlhf_cli.config.compose import compose, to_yaml
+from rlhf_cli.engine.process_exit import exit_process
 from rlhf_cli.engine.strategy import OffloadedModel, Strategy
 from rlhf_cli.models.loading import load_reference, load_tokenizer
 from rlhf_cli.quiet import quiet_libraries
@@ -99,7 +100,7 @@ def main() -> None:
         facts["offload_logits_max_diff"] = offload_logits_diff(cfg, strategy)
     if strategy.is_main:
         print("FACTS " + json.dumps(facts), flush=True)
-    Strategy.shutdown()
+    exit_process(0)  # as the worker ends (rlhf_cli/engine/process_exit.py)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from rlhf_cli.config.compose import compose
 from rlhf_cli.engine.checkpoints import checkpoint_dir
+from rlhf_cli.engine.process_exit import exit_process
 from rlhf_cli.engine.strategy import Strategy
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
 from rlhf_cli.models.reward import build_reward_model
@@ -74,7 +75,7 @@ def main() -> None:
         torch.save({n: {k: v.detach().clone() for k, v in sd.items()} for n, sd in weights.items()},
                    out / f"{mode}-weights.pt")
     s.barrier()
-    Strategy.shutdown()
+    exit_process(0)  # as the worker ends (rlhf_cli/engine/process_exit.py)
 
 
 if __name__ == "__main__":
