@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List
 import torch
 
 from rlhf_cli.engine.checkpoints import TRAINER_STATE, checkpoint_dir, is_disk_full, list_checkpoints
+from rlhf_cli.engine.clip_in_adam import can_fold, fold_clipping_into_adam
 from rlhf_cli.engine.ds_config import (
     build_ds_config,
     build_frozen_ds_config,
@@ -160,6 +161,8 @@ class Strategy:
         ds, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=sched,
                                            config=ds_config, dist_init_required=False)
         _load_checkpoints_without_pickle(ds)
+        if can_fold(ds, ds.optimizer, self.cfg.engine.zero_stage, self.precision):
+            fold_clipping_into_adam(ds, ds.optimizer)  # one pass less per step; the norm is logged (clip_in_adam.py)
         if self.world_size == 1 and self.cfg.engine.zero_stage == 0:
             # One process has nothing to average, yet DeepSpeed's stage-0 path still flattens every
             # gradient into buckets, all-reduces them with itself and copies them back at each optimizer
