@@ -2,7 +2,8 @@
 shell would pass it: split by the shell (an unquoted `[{name: model, path: runs/rm}]` is four words), then
 the CLI's own argument split and compose. The only failures allowed are the files and run directories a
 user brings (`runs/sft`, `feedback.jsonl`, `/models/judge`), and the README's deliberate typo example.
-The README's `generate`, `chat`, `label` and `eval KIND` examples parse against their commands' options."""
+The README's `generate`, `chat`, `label`, `eval KIND`, `elo`, `report` and `bench` examples parse against
+their commands' options."""
 from __future__ import annotations
 
 import importlib
@@ -39,9 +40,25 @@ def shell_lines(text: str, comment_prefix: str = ""):
         yield re.split(r"\s#\s", line)[0]
 
 
+def shell_blocks(markdown: str):
+    """The text of each fenced block that is shell (```bash, ```sh or no language), fence by fence: a
+    ```json or ```python block is skipped whole, never half-read as the start of the next one."""
+    lang, lines = None, []
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, lines = line[3:].strip(), []
+            else:
+                if lang in ("", "bash", "sh"):
+                    yield "\n".join(lines) + "\n"
+                lang = None
+        elif lang is not None:
+            lines.append(line)
+    assert lang is None, "README.md: a code fence is never closed"
+
+
 def readme_lines():
-    readme = (ROOT / "README.md").read_text()
-    return [ln for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, re.S) for ln in shell_lines(block)]
+    return [ln for block in shell_blocks((ROOT / "README.md").read_text()) for ln in shell_lines(block)]
 
 
 def documented_commands():
@@ -91,13 +108,16 @@ def test_documented_command_composes(stage, rest):
 OPTION_TABLES = {"generate": "rlhf_cli.cli.generate", "chat": "rlhf_cli.cli.chat", "label": "rlhf_cli.cli.label",
                  "eval gsm8k": "rlhf_cli.evals.gsm8k", "eval rm-accuracy": "rlhf_cli.evals.rm_accuracy",
                  "eval win-rate": "rlhf_cli.evals.win_rate", "eval kl": "rlhf_cli.evals.kl",
-                 "eval perplexity": "rlhf_cli.evals.perplexity"}
+                 "eval perplexity": "rlhf_cli.evals.perplexity", "elo": "rlhf_cli.cli.elo",
+                 "report": "rlhf_cli.cli.report", "bench": "rlhf_cli.cli.bench"}
+# A synopsis' placeholders (`[key=value]`, `rounds=N`, `out=F.png`): the key is checked, not the value.
+PLACEHOLDER = re.compile(r"^(key=value|[\w.]+=[A-Z]+(\.\w+)?)$")
 
 
 def option_examples():
     found = []
     for line in readme_lines():
-        m = re.search(r"(?:^|\s)rlhf (generate|chat|label|eval \S+)(.*)$", line)
+        m = re.search(r"(?:^|\s)rlhf (generate|chat|label|elo|report|bench|eval \S+)(.*)$", line)
         if m and m.group(1) != "eval KIND":  # not the synopsis
             found.append(pytest.param(m.group(1), m.group(2).strip(), id=f"{m.group(1)} {m.group(2).strip()}"[:110]))
     return found
@@ -107,7 +127,8 @@ OPTION_EXAMPLES = option_examples()
 
 
 def test_the_readme_shows_option_examples():
-    assert {"generate", "label", "eval gsm8k", "eval rm-accuracy"} <= {p.values[0] for p in OPTION_EXAMPLES}
+    assert {"generate", "label", "eval gsm8k", "eval rm-accuracy", "elo", "report", "bench"} <= \
+        {p.values[0] for p in OPTION_EXAMPLES}
 
 
 @pytest.mark.parametrize("command, rest", OPTION_EXAMPLES)
@@ -115,8 +136,17 @@ def test_documented_options_parse(command, rest):
     from rlhf_cli.config.options import parse_kv
 
     assert command in OPTION_TABLES, f"`rlhf {command}`: an example of a command this test does not know"
-    words = []
-    for w in shlex.split(rest):  # a synopsis' [optional key=value ...] brackets go, its options are checked
+    options = importlib.import_module(OPTION_TABLES[command]).OPTIONS
+    words, it = [], iter(shlex.split(rest))
+    for w in it:  # a synopsis' [optional key=value ...] brackets go, its options are checked
         w = w[1:] if w.startswith("[") else w
-        words.append(w[:-1] if w.count("]") > w.count("[") else w)
-    parse_kv(words, importlib.import_module(OPTION_TABLES[command]).OPTIONS, command)
+        w = w[:-1] if w.count("]") > w.count("[") else w
+        if w == "--vs":
+            next(it)  # the peer's name
+        elif PLACEHOLDER.match(w):
+            assert w == "key=value" or w.partition("=")[0] in options, f"`rlhf {command}`: no option {w}"
+        elif command.startswith("eval ") and w.startswith("out="):
+            continue  # `rlhf eval` itself takes out=FILE, for every kind (cli/app.py)
+        elif "=" in w or command not in ("elo", "report", "bench"):  # those take files, runs, stages too
+            words.append(w)
+    parse_kv(words, options, command)

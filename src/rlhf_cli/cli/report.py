@@ -8,12 +8,14 @@ from typing import List
 from rlhf_cli.cli.args import parse_kv
 from rlhf_cli.errors import ConfigError
 
+OPTIONS = {"out": str, "elo": str}
+
 
 def run_report(words: List[str], as_json: bool = False) -> None:
     from rlhf_cli.report.plots import render_report
 
     runs = [w for w in words if "=" not in w]
-    opts = parse_kv([w for w in words if "=" in w], {"out": str, "elo": str}, "report")
+    opts = parse_kv([w for w in words if "=" in w], OPTIONS, "report")
     if not runs and not opts.get("elo"):
         raise ConfigError("report: give run dirs (and/or elo=ELO.json) and out=FILE.png or out=FILE.html")
     figs = render_report(runs, opts.get("out", "report.png"), opts.get("elo"))
