@@ -23,18 +23,21 @@ def total_norm(grads: List[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
-def can_fold(ds_engine, optimizer, zero_stage: int, precision: str) -> bool:
-    """Stage 0 in fp32 (where DeepSpeed calls ``clip_fp32_gradients``) with a fused torch AdamW."""
-    return (zero_stage == 0 and precision == "fp32" and ds_engine.gradient_clipping() > 0
+def can_fold(ds_engine) -> bool:
+    """Where DeepSpeed itself calls ``clip_fp32_gradients`` (clipping on, no fp16/bf16, no ZeRO: its
+    ``_take_model_step``) and the engine steps a fused torch AdamW."""
+    optimizer = ds_engine.optimizer
+    return (ds_engine.gradient_clipping() > 0
+            and not (ds_engine.fp16_enabled() or ds_engine.bfloat16_enabled() or ds_engine.zero_optimization())
             and isinstance(optimizer, torch.optim.AdamW) and bool(optimizer.defaults.get("fused")))
 
 
-def fold_clipping_into_adam(ds_engine, optimizer) -> None:
+def fold_clipping_into_adam(ds_engine) -> None:
     """Replace the engine's ``clip_fp32_gradients`` (called once per optimizer step, before
-    ``optimizer.step()``) by: norm -> ``ds_engine._global_grad_norm``; clip factor -> ``optimizer.grad_scale``.
-    With several data-parallel processes the gradients are already averaged there, so every rank
-    computes the same norm without a collective."""
-    max_norm = float(ds_engine.gradient_clipping())
+    ``optimizer.step()``) by: norm -> ``ds_engine._global_grad_norm``; clip factor -> the optimizer's
+    ``grad_scale``. With several data-parallel processes the gradients are already averaged there, so every
+    rank computes the same norm without a collective."""
+    optimizer, max_norm = ds_engine.optimizer, float(ds_engine.gradient_clipping())
 
     def clip() -> None:
         grads = [p.grad for p in ds_engine.module.parameters() if p.grad is not None]

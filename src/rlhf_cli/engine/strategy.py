@@ -161,8 +161,8 @@ class Strategy:
         ds, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=sched,
                                            config=ds_config, dist_init_required=False)
         _load_checkpoints_without_pickle(ds)
-        if can_fold(ds, ds.optimizer, self.cfg.engine.zero_stage, self.precision):
-            fold_clipping_into_adam(ds, ds.optimizer)  # one pass less per step; the norm is logged (clip_in_adam.py)
+        if can_fold(ds):
+            fold_clipping_into_adam(ds)  # one pass less per step; the norm is logged (clip_in_adam.py)
         if self.world_size == 1 and self.cfg.engine.zero_stage == 0:
             # One process has nothing to average, yet DeepSpeed's stage-0 path still flattens every
             # gradient into buckets, all-reduces them with itself and copies them back at each optimizer
