@@ -105,17 +105,18 @@ def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accura
              debug: bool = typer.Option(False, "--debug")):
     """Evaluate a model: rlhf eval KIND model=... data=... [out=FILE]; prints JSON."""
     import json
-    from pathlib import Path
 
     from rlhf_cli.evals import get_eval
+    from rlhf_cli.output_files import file_values, output_file, write_output
     from rlhf_cli.quiet import quiet_libraries
 
     quiet_libraries(debug)
     try:
-        out = [w[len("out="):] for w in ctx.args if w.startswith("out=")]
-        text = json.dumps(get_eval(kind)([w for w in ctx.args if not w.startswith("out=")]), indent=2)
+        words = [w for w in ctx.args if not w.startswith("out=")]
+        out = [output_file(w[len("out="):], file_values(words), "eval") for w in ctx.args if w.startswith("out=")]
+        text = json.dumps(get_eval(kind)(words), indent=2)
         if out:
-            Path(out[-1]).write_text(text + "\n")
+            write_output(out[-1], text + "\n")
         typer.echo(text)
     except Exception as e:
         fail(e, debug)

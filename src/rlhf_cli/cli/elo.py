@@ -7,6 +7,7 @@ from typing import List, Sequence
 
 from rlhf_cli.cli.args import parse_kv
 from rlhf_cli.errors import ConfigError
+from rlhf_cli.output_files import output_file, write_output
 
 OPTIONS = {"k": float, "base": float, "scale": float, "init": float, "bootstrap": int, "seed": int, "reg": float,
            "ci": float, "soft": bool, "out": str}
@@ -29,15 +30,14 @@ def compute(words: Sequence[str]) -> dict:
         raise ConfigError("elo: needs base > 1, scale > 0 and 0 < ci < 1")
     if opts.get("bootstrap", 0) < 0 or opts.get("reg", 1e-3) < 0:
         raise ConfigError("elo: bootstrap and reg must be >= 0")
-    judgements = read_judgements(files, soft=opts.pop("soft", False))
     out = opts.pop("out", None)
+    out = output_file(out, files, "elo") if out else None
+    judgements = read_judgements(files, soft=opts.pop("soft", False))
     if "bootstrap" in opts:
         opts["rounds"] = opts.pop("bootstrap")
     result = {"files": files, **rate(judgements, **opts)}
     if out:
-        from pathlib import Path
-
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        write_output(out, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -7,6 +7,7 @@ from typing import List, Sequence
 
 from rlhf_cli.cli.args import parse_kv
 from rlhf_cli.errors import ConfigError
+from rlhf_cli.output_files import output_file
 
 OPTIONS = {"prompts": str, "candidates": str, "models": str, "k": int, "out": str, "annotator": str, "seed": int,
            "max_new_tokens": int, "temperature": float, "top_p": float, "prompt_field": str, "limit": int,
@@ -34,6 +35,7 @@ def prepare(words: Sequence[str], log=print) -> dict:
         raise ConfigError("label: out=rankings.jsonl is required")
     if bool(o.get("candidates")) == bool(o.get("prompts")):
         raise ConfigError("label: give prompts=FILE (with models=[...]) or candidates=FILE")
+    output_file(o["out"], [o[k] for k in ("prompts", "candidates", "keys") if o.get(k)], "label")
     annotator = o.get("annotator") or getpass.getuser() or "anonymous"
     seed, field = o.get("seed", 0), o.get("prompt_field", "prompt")
     done = done_keys(o["out"], annotator)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from rlhf_cli.config.options import parse_kv
 from rlhf_cli.errors import ConfigError
+from rlhf_cli.output_files import output_file, write_output
 
 OPTIONS = {"model_a": str, "model_b": str, "data": str, "judge": str, "rm": str, "judge_model": str,
            "tie_margin": float,
@@ -60,6 +61,7 @@ def run(words: Sequence[str]) -> dict:
         raise ConfigError(f"eval win-rate: judge={o['judge']}: one of {', '.join(JUDGES.names())}")
     if not 0 < o["ci"] < 1:
         raise ConfigError(f"eval win-rate: ci={o['ci']}: must be in (0, 1)")
+    battles = output_file(o["judgements"], [o["data"]], "eval win-rate judgements=") if o.get("judgements") else None
     judge = JUDGES.get(o["judge"])(o)
     prompts = read_prompt_messages(o["data"], o["prompt_field"], o["system"] or None, o["limit"])
     msgs = [m for _, m in prompts]
@@ -67,12 +69,12 @@ def run(words: Sequence[str]) -> dict:
     s = judge.prefer(msgs, a, b)
     lo, hi = bootstrap_mean_ci(s, o["bootstrap"], o["ci"], o["seed"])
     wins, losses = sum(x > 0.5 for x in s), sum(x < 0.5 for x in s)
-    if o.get("judgements"):
-        with open(o["judgements"], "w") as f:
-            for (p, _), x, ra, rb in zip(prompts, s, a, b):
-                f.write(json.dumps({"prompt": p, "model_a": o["model_a"], "model_b": o["model_b"],
-                                    "winner": "a" if x > 0.5 else "b" if x < 0.5 else "tie",
-                                    "annotator": f"judge:{o['judge']}", "response_a": ra, "response_b": rb}) + "\n")
+    if battles:
+        write_output(battles, "".join(
+            json.dumps({"prompt": p, "model_a": o["model_a"], "model_b": o["model_b"],
+                        "winner": "a" if x > 0.5 else "b" if x < 0.5 else "tie",
+                        "annotator": f"judge:{o['judge']}", "response_a": ra, "response_b": rb}) + "\n"
+            for (p, _), x, ra, rb in zip(prompts, s, a, b)))
     return {"model_a": o["model_a"], "model_b": o["model_b"], "data": o["data"], "prompts": len(s),
             "wins": wins, "ties": len(s) - wins - losses, "losses": losses, "win_rate": sum(s) / len(s),
             "ci_low": lo, "ci_high": hi, "ci": o["ci"], **judge.describe(),
