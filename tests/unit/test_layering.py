@@ -9,13 +9,14 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "rlhf_cli"
 
 # package -> the packages its modules may import (besides itself). Data flows one way:
 # cli -> config -> engine.launch -> worker -> stages -> (data, models, algos, rollout, engine).
-BASE = {"errors", "text", "quiet", "resources"}
+BASE = {"errors", "text", "quiet", "resources", "output_files"}
 ALLOWED = {
     "": set(),  # rlhf_cli/__init__.py
     "errors": set(),
     "text": set(),
     "quiet": set(),
     "resources": {"errors"},
+    "output_files": {"errors"},
     "algos": set(),
     "data": BASE,
     "models": BASE | {"data", "algos"},
