@@ -1,5 +1,5 @@
-"""`out=` of rlhf eval / elo / label (and win-rate's `judgements=`) never names one of the command's own inputs (writing it would destroy
-them), and output files are written whole or not at all."""
+"""`out=` of rlhf eval / elo / label (and win-rate's `judgements=`) never names one of the command's own
+inputs (writing it would destroy them), and output files are written whole or not at all."""
 import json
 
 import pytest
