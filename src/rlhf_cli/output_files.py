@@ -8,8 +8,8 @@ from typing import Iterable, List, Sequence
 from rlhf_cli.errors import ConfigError
 
 
-def output_file(out: str, inputs: Iterable[str], command: str) -> Path:
-    """``out=`` checked not to be one of the command's own input files, which writing it would destroy
+def output_file(out: str, inputs: Iterable[str], command: str, key: str = "out") -> Path:
+    """``key=out`` checked not to be one of the command's own input files, which writing it would destroy
     (``rlhf elo rankings.jsonl out=rankings.jsonl`` replaced a person's labels with the ratings)."""
     path = Path(out)
     for src in inputs:
@@ -18,8 +18,8 @@ def output_file(out: str, inputs: Iterable[str], command: str) -> Path:
         except OSError:  # src is not a file (a model name, a number): nothing to protect
             same = False
         if same:
-            raise ConfigError(f"{command}: out={out} is also an input ({src}); writing it would destroy that file: "
-                              "choose another out=")
+            raise ConfigError(f"{command}: {key}={out} is also an input ({src}); writing it would destroy that "
+                              f"file: choose another {key}=")
     return path
 
 
@@ -33,7 +33,7 @@ def file_values(words: Sequence[str]) -> List[str]:
 
 
 def write_output(path: Path, text: str) -> None:
-    """Write a command's output file whole or not at all (a temp file renamed over it)."""
+    """Write a file whole or not at all (a temp file renamed over it), its folder made if need be."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)

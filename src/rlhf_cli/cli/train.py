@@ -14,6 +14,7 @@ import typer
 from rlhf_cli.cli.args import split_args
 from rlhf_cli.config.compose import compose, to_yaml
 from rlhf_cli.errors import ConfigError
+from rlhf_cli.output_files import write_output
 
 
 def check_launch_options(nproc: Optional[int], hostfile: Optional[str]) -> None:
@@ -68,10 +69,7 @@ def node_config_path(text: str, node_rank: int) -> Path:
 
 def write_node_config(text: str, node_rank: int) -> Path:
     path = node_config_path(text, node_rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_output(path, text)
     return path
 
 

@@ -61,7 +61,7 @@ def run(words: Sequence[str]) -> dict:
         raise ConfigError(f"eval win-rate: judge={o['judge']}: one of {', '.join(JUDGES.names())}")
     if not 0 < o["ci"] < 1:
         raise ConfigError(f"eval win-rate: ci={o['ci']}: must be in (0, 1)")
-    battles = output_file(o["judgements"], [o["data"]], "eval win-rate judgements=") if o.get("judgements") else None
+    battles = output_file(o["judgements"], [o["data"]], "eval win-rate", "judgements") if o.get("judgements") else None
     judge = JUDGES.get(o["judge"])(o)
     prompts = read_prompt_messages(o["data"], o["prompt_field"], o["system"] or None, o["limit"])
     msgs = [m for _, m in prompts]

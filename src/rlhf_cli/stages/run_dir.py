@@ -9,6 +9,7 @@ from typing import Dict, List
 
 from rlhf_cli.engine.checkpoints import list_checkpoints
 from rlhf_cli.errors import RunDirError
+from rlhf_cli.output_files import write_output
 
 OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb", "ref_logps.json",
          "samples.jsonl", "critic", "metrics.prev.jsonl",
@@ -117,7 +118,5 @@ def prepare_output_dir(cfg, config_yaml: str) -> Path:
         os.replace(old, out / f"config.prev-{n}.yaml")  # kept: the earlier attempt's settings
     if not ckpts and (out / "metrics.jsonl").exists():
         os.replace(out / "metrics.jsonl", out / "metrics.prev.jsonl")  # an attempt that never checkpointed
-    tmp = out / ".config.yaml.tmp"
-    tmp.write_text(config_yaml)
-    os.replace(tmp, out / "config.yaml")
+    write_output(out / "config.yaml", config_yaml)
     return out / "config.yaml"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from rlhf_cli.engine.checkpoints import is_disk_full, list_checkpoints
 from rlhf_cli.errors import RunDirError
+from rlhf_cli.output_files import write_output
 
 if TYPE_CHECKING:
     from rlhf_cli.engine.strategy import Strategy
@@ -74,9 +74,7 @@ class MetricsLog:
                     kept.append(ln)
             except (ValueError, AttributeError):  # a torn line from a killed run
                 continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(ln + "\n" for ln in kept))
-        os.replace(tmp, path)
+        write_output(path, "".join(ln + "\n" for ln in kept))
         self.file = open(path, "a")
 
     def close(self) -> None:
@@ -239,6 +237,4 @@ def write_manifest(ctx: RunContext, summary: Dict[str, Any], data_paths: Dict[st
         "config": as_plain(cfg),
         "files": {p.name: sha256(p) for p in sorted(final.iterdir()) if p.is_file()} if final.exists() else {},
     }
-    tmp = ctx.out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(ctx.out / "manifest.json")
+    write_output(ctx.out / "manifest.json", json.dumps(manifest, indent=2))
