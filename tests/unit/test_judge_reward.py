@@ -67,7 +67,8 @@ def test_judge_reward_reference_mode(judge_dir):
     out = reward(["2+2?", "2+2?"], ["4", "5"], answer=["4", "4"])
     s = out.per_function["judge"]
     assert all(0.0 <= x <= 1.0 for x in s)
-    assert s[0] == pytest.approx(0.5, abs=1e-6)  # response == reference: both orders are the same text
+    assert s[0] == 0.5  # response == reference: a tie by construction, exactly (not judged: one text judged)
+    assert reward.terms[0].fn.stats["judged"] == 1
     with pytest.raises(RewardError, match="no 'answer' field"):
         reward(["q"], ["a"])
 

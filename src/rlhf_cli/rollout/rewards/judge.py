@@ -96,10 +96,16 @@ def make_judge_reward(*, path: str, mode: str = "score", reference_field: str = 
             refs = [str(x) for x in fields[reference_field]]
         keys = list(zip(map(str, prompts), map(str, completions), refs))
         unique = list(dict.fromkeys(keys))  # the per-step cache: each distinct (prompt, response) judged once
+        # A response equal to its reference is a tie by construction: 0.5 exactly, not judged. Judged, its two
+        # orders are one text in two batch rows, whose fp32 results can differ in the last bit (0.49999997
+        # on an AVX-512 host), which would turn an identical pair into a win or a loss for `eval win-rate`.
+        ties = {k for k in unique if mode == "reference" and k[1] == k[2]}
+        judged = [k for k in unique if k not in ties]
         stats["calls"] += 1
         stats["requested"] += len(keys)
-        stats["judged"] += len(unique)
-        got = dict(zip(unique, score(unique))) if unique else {}
+        stats["judged"] += len(judged)
+        got = {k: 0.5 for k in ties}
+        got.update(zip(judged, score(judged)) if judged else ())
         return [got[k] for k in keys]
 
     judge_reward.stats = stats  # type: ignore[attr-defined]
