@@ -63,10 +63,19 @@ def test_win_rate_same_model_is_all_ties(models):
 
 
 def test_win_rate_judged_by_a_model_averages_both_orders(models):
-    """judge=model: identical answers get exactly 0.5 (the two presentation orders cancel any position bias)."""
-    res = get_eval("win-rate")([f"model_a={models['a']}", f"model_b={models['a']}", f"data={models['prompts']}",
-                                "judge=model", f"judge_model={models['b']}", "max_new_tokens=4", "limit=3"])
+    """judge=model: identical answers are ties, exactly 0.5; for different answers P(a > b) + P(b > a) = 1,
+    which holds only when each pair is judged in both presentation orders and the two averaged (a judge
+    asked in one order gives p(A | a first) + p(A | b first), its position bias counted twice)."""
+    common = [f"data={models['prompts']}", "judge=model", f"judge_model={models['b']}", "max_new_tokens=4",
+              "limit=3", "show=3"]
+    res = get_eval("win-rate")([f"model_a={models['a']}", f"model_b={models['a']}", *common])
     assert (res["wins"], res["ties"], res["losses"]) == (0, 3, 0) and res["win_rate"] == 0.5
+    ab = get_eval("win-rate")([f"model_a={models['a']}", f"model_b={models['b']}", *common])["examples"]
+    ba = get_eval("win-rate")([f"model_a={models['b']}", f"model_b={models['a']}", *common])["examples"]
+    assert all(x["a"] != x["b"] for x in ab)  # the two models answer differently: the judge is asked
+    for x, y in zip(ab, ba):
+        assert x["p_a_better"] + y["p_a_better"] == pytest.approx(1.0, abs=1e-5)
+    assert any(abs(x["p_a_better"] - 0.5) > 1e-3 for x in ab)
 
 
 def test_win_rate_matches_the_reward_model(models):
