@@ -129,5 +129,6 @@ def test_code_reward_config_errors():
     with pytest.raises(RewardError, match="'timout'"):
         build_reward([{"name": "code", "timout": 1}])
     reward = build_reward([{"name": "code", "tests_field": "unit_tests"}])
-    with pytest.raises(RewardError, match="unit_tests"):
+    with pytest.raises(RewardError, match=r"^code reward needs the dataset field 'unit_tests' "
+                                          r"\(available fields: tests; set tests_field\)$"):
         reward(["p"], [GOOD], tests=[TESTS])

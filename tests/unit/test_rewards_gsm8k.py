@@ -80,7 +80,8 @@ def test_gsm8k_reward_against_references():
 def test_gsm8k_reward_custom_field_and_missing_field():
     reward = build_reward([{"name": "gsm8k", "answer_field": "solution"}])
     assert reward(["q"], ["#### 5"], solution=["#### 5"]).total == [1.0]
-    with pytest.raises(Exception, match="solution"):
+    with pytest.raises(Exception, match=r"^gsm8k reward needs the dataset field 'solution' "
+                                        r"\(available fields: answer; set answer_field\)$"):
         reward(["q"], ["#### 5"], answer=["5"])
 
 

@@ -40,7 +40,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from . import sandbox
 from ._sandbox_child import decode
-from .errors import RewardError
+from .errors import RewardError, dataset_field
 from .registry import REWARDS
 
 log = logging.getLogger(__name__)
@@ -369,12 +369,7 @@ def make_code_reward(
             return 0.0
 
     def code_reward(prompts: Sequence[str], completions: Sequence[str], **fields: Any) -> List[float]:
-        if tests_field not in fields:
-            raise RewardError(
-                f"code reward needs the dataset field {tests_field!r} "
-                f"(available fields: {', '.join(sorted(fields)) or 'none'}; set tests_field)"
-            )
-        tests = fields[tests_field]
+        tests = dataset_field(fields, tests_field, "code", "tests_field")
         for i, t in enumerate(tests):
             if t is not None and not isinstance(t, (str, list, tuple, dict)):
                 raise RewardError(f"code reward: {tests_field}[{i}] must be a string, a list or a mapping, "

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any, Callable, List, Optional, Sequence
 
-from .errors import RewardError
+from .errors import RewardError, dataset_field
 from .registry import REWARDS
 
 log = logging.getLogger(__name__)
@@ -149,12 +149,7 @@ def make_gsm8k_reward(
     warned = []
 
     def gsm8k_reward(prompts: Sequence[str], completions: Sequence[str], **fields: Any) -> List[float]:
-        if answer_field not in fields:
-            raise RewardError(
-                f"gsm8k reward needs the dataset field {answer_field!r} "
-                f"(available fields: {', '.join(sorted(fields)) or 'none'}; set answer_field)"
-            )
-        refs = fields[answer_field]
+        refs = dataset_field(fields, answer_field, "gsm8k", "answer_field")
         scores = []
         for comp, ref in zip(completions, refs):
             r = reference_value(ref)
