@@ -12,7 +12,6 @@ averaged over all processes.
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -24,6 +23,7 @@ from rlhf_cli.data.preference import PrefItem, collate_preferences
 from rlhf_cli.models.forward import label_logprobs, lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.models.lora import lora_enabled, reference_by_disabled_adapter
+from rlhf_cli.output_files import write_output
 from rlhf_cli.stages.common import fit
 from rlhf_cli.stages.rm import load_preference_splits
 from rlhf_cli.stages.runtime import RunContext
@@ -174,9 +174,7 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]], po
         precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
         del ref
     if ctx.strategy.is_main:
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        tmp.write_text(json.dumps({"key": key, "values": [[it.ref_logps for it in items] for items in splits]}))
-        os.replace(tmp, cache)
+        write_output(cache, json.dumps({"key": key, "values": [[it.ref_logps for it in items] for items in splits]}))
     ctx.log(f"Reference log-probs precomputed for {sum(len(x) for x in splits)} examples")
 
 

@@ -23,6 +23,7 @@ from typing import Dict, List
 from rlhf_cli.data.constitution import load_constitution
 from rlhf_cli.data.rlaif import load_rlaif_prompts
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
+from rlhf_cli.output_files import write_output
 from rlhf_cli.rollout.judge import Judge, judge_dir_name, load_judge_model
 from rlhf_cli.stages.rlaif_phases import PhaseOut, Timers, cai_sl, rl_aif
 from rlhf_cli.stages.runtime import Interrupted, RunContext, write_manifest
@@ -56,12 +57,9 @@ def write_shards(ctx: RunContext, outs: List[PhaseOut]) -> Dict[str, int]:
                 part = shard_dir / f"{name}.rank{r}"
                 recs += [json.loads(x) for x in part.read_text().splitlines() if x.strip()]
             recs.sort(key=lambda x: x["_order"])
-            tmp = ctx.out / f".{name}.tmp"
-            with open(tmp, "w") as f:
-                for rec in recs:
-                    rec.pop("_order")
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            tmp.replace(ctx.out / name)
+            for rec in recs:
+                rec.pop("_order")
+            write_output(ctx.out / name, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in recs))
             lines[name] = len(recs)
         shutil.rmtree(shard_dir, ignore_errors=True)
     s.barrier()
