@@ -43,6 +43,28 @@ def test_grpo_two_processes_kl_iterations_dynamic_sampling(prompts, tmp_path):
 
 
 @pytest.mark.e2e
+def test_dynamic_sampling_resamples_until_every_trained_group_has_signal(prompts, tmp_path):
+    """Half the prompts (odd ids) score a constant: their groups have no signal. Dynamic sampling must spend
+    extra rounds and train only on groups whose rewards differ (two processes: rounds are collective)."""
+    from helpers import REPO
+
+    reward = (f'reward.functions=[{{name: "python:{REPO}/tests/fixtures/grpo/rewards.py:lowercase_share_even_ids", '
+              'alias: lower}]')
+    args = [a for a in base(prompts, tmp_path / "run", steps=3) if not a.startswith("reward.functions")]
+    rlhf(args + [reward, "grpo.dynamic_sampling=true", "grpo.max_resample_rounds=6", "--nproc", "2"])
+    rows = metrics(tmp_path / "run")
+    assert len(rows) == 3
+    assert sum(r["resample_rounds"] for r in rows) >= 1, rows
+    assert any(r["zero_signal_fraction"] > 0 for r in rows), rows
+    assert all(r["trained_zero_signal_fraction"] == 0.0 for r in rows), rows
+    # without it, the zero-signal groups are trained on (and waste the step)
+    rlhf(args + [reward, f"output_dir={tmp_path / 'off'}"])
+    off = metrics(tmp_path / "off")
+    assert all(r["resample_rounds"] == 0 for r in off)
+    assert any(r["trained_zero_signal_fraction"] > 0 for r in off), off
+
+
+@pytest.mark.e2e
 def test_grpo_bad_reward_fails_in_one_line(prompts, tmp_path):
     proc = rlhf(["train", "grpo", *TINY, "grpo.max_new_tokens=8", "reward.functions=[{name: gsmk}]",
                  f"output_dir={tmp_path}"], check=False)

@@ -47,6 +47,14 @@ def test_two_processes_zero2_and_zero3_agree(prompts, tmp_path):
         out = tmp_path / engine
         rlhf(base(prompts, out) + [f"engine={engine}", "--nproc", "2"])
         runs[engine] = metrics(out)
+        # the manifest hashes the critic as it does final/: a changed critic is a different run
+        manifest = json.loads((out / "manifest.json").read_text())
+        from rlhf_cli.stages.runtime import sha256
+
+        critic = manifest["exports"]["critic"]
+        assert critic["model.safetensors"] == sha256(out / "critic" / "model.safetensors")
+        assert {"config.json", "tokenizer.json"} <= set(critic)
+        assert manifest["files"]["model.safetensors"] == sha256(out / "final" / "model.safetensors")
     for a, b in zip(runs["zero2"], runs["zero3"]):
         assert a["step"] == b["step"]
         assert a["reward"] == pytest.approx(b["reward"], rel=1e-5)

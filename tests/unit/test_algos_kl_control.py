@@ -66,3 +66,36 @@ def test_state_dict_resume_is_exact():
     assert [resumed.update(k, 64) for k in kls[3:]] == trace[3:]  # bitwise
     with pytest.raises(ValueError, match="'adaptive', not 'fixed'"):
         FixedKLController(0.1).load_state_dict(state)
+
+
+def test_adaptive_beta_stays_positive_and_a_too_small_horizon_is_refused():
+    """n_steps / horizon > 5 made beta negative on main (0.1 * (1 - 0.2 * 64 / 10) = -0.028): a negative beta
+    rewards divergence, and the next resume died loading it."""
+    ctl = AdaptiveKLController(0.1, target_kl=6.0, horizon=10)
+    with pytest.raises(ValueError, match=r"kl_horizon=10 is too small for 64 samples.*> 12.8"):
+        ctl.update(0.0, 64)
+    assert ctl.kl_coef == 0.1  # untouched
+    ctl.check_batch(49)  # 0.2 * 49 / 10 = 0.98 < 1
+    ok = AdaptiveKLController(0.1, target_kl=6.0, horizon=13)
+    for _ in range(100):  # KL far below target every step: beta shrinks by 0.2 * 64 / 13 = 98.5% a step
+        assert ok.update(0.0, 64) > 0
+    ok.load_state_dict(json.loads(json.dumps(ok.state_dict())))  # and it resumes
+    with pytest.raises(ValueError, match="init_kl_coef > 0"):
+        AdaptiveKLController(0.0, target_kl=6.0, horizon=13)
+
+
+def test_kl_horizon_is_checked_against_the_batch_in_one_line():
+    from rlhf_cli.config.compose import compose
+    from rlhf_cli.config.stage_ppo import check_kl_horizon
+    from rlhf_cli.errors import ConfigError
+
+    base = ["ppo.kl_controller=adaptive", "ppo.prompts_per_step=8", "ppo.num_generations=4",
+            "reward.functions=[{name: format, pattern: x}]", "critic.init=policy", "data.path=builtin:gsm8k_sft.jsonl"]
+    with pytest.raises(ConfigError, match=r"^ppo.kl_horizon=6 is too small for 32 samples per step .*"
+                                          r"use ppo.kl_horizon > 6.4$"):
+        compose("ppo", None, [*base, "ppo.kl_horizon=6"])
+    cfg = compose("ppo", None, [*base, "ppo.kl_horizon=7"])  # 6.4 < 7 on one process
+    with pytest.raises(ConfigError, match="64 samples per step .*2 process"):  # the stage checks its world size
+        check_kl_horizon(cfg, world_size=2)
+    with pytest.raises(ConfigError, match="needs ppo.kl_coef > 0"):
+        compose("ppo", None, [*base, "ppo.kl_coef=0"])

@@ -149,7 +149,7 @@ def test_clipped_value_loss_hand_values_and_gradients():
     loss_n, _ = value_loss(V, OLD_V, RET, VMASK, 0.2, max_len=8, normalizer=10)
     assert loss_n.item() == pytest.approx(0.3595)
     with pytest.raises(ValueError, match="value_clip"):
-        value_loss(V, OLD_V, RET, VMASK, 0.0, max_len=8)
+        value_loss(V, OLD_V, RET, VMASK, -0.1, max_len=8)
     with pytest.raises(TypeError, match="max_len"):
         value_loss(V, OLD_V, RET, VMASK, 0.2)
 
@@ -257,3 +257,14 @@ def test_differentiable_entropy_bonus():
                                    rtol=1e-2 if dtype == torch.bfloat16 else 1e-5)
     # default: for logging, no graph
     assert not token_entropy(x.requires_grad_(True)).requires_grad
+
+
+@pytest.mark.parametrize("off", ["null", "0"])
+def test_value_clip_can_be_turned_off(off):
+    """ppo.value_clip=null / 0 is the unclipped value loss (main refused both: a float > 0 was required)."""
+    from rlhf_cli.config.compose import compose
+
+    cfg = compose("ppo", None, [f"ppo.value_clip={off}", "critic.init=policy", "data.path=builtin:gsm8k_sft.jsonl",
+                                "reward.functions=[{name: format, pattern: x}]"])
+    loss, st = value_loss(V, OLD_V, RET, VMASK, cfg.ppo.value_clip, max_len=8)
+    assert loss.item() == pytest.approx(0.65) and st["value_clip_fraction"].item() == 0.0

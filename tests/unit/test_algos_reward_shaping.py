@@ -14,6 +14,7 @@ from rlhf_cli.algos.reward_shaping import (
     clip_scores,
     length_penalty,
     normalize_scores,
+    post_process_scores,
     reduce_ensemble,
 )
 
@@ -90,3 +91,59 @@ def test_running_moments_merge_over_batches_and_ranks():
     assert back.state_dict() == rm.state_dict()
     # before two values the variance is 0
     assert RunningMoments().var == 0.0
+
+
+# ---- the missing-EOS penalty is the last word (issue 23, item 1) ------------------------------------------
+
+def _ppo_ctx(**ppo):
+    """The PPO stage's scoring function with a one-process strategy (all_reduce is the identity)."""
+    from types import SimpleNamespace
+
+    opts = dict(missing_eos_penalty=None, length_penalty=0.0, max_new_tokens=4, reward_norm="none",
+                reward_clip=None)
+    opts.update(ppo)
+    return SimpleNamespace(cfg=SimpleNamespace(ppo=SimpleNamespace(**opts)),
+                           strategy=SimpleNamespace(all_reduce=lambda v: list(v)))
+
+
+def _samples(rewards, finished, lengths):
+    from rlhf_cli.rollout.experience import Sample
+
+    return [Sample([1], [2] * n, f, r) for r, f, n in zip(rewards, finished, lengths)]
+
+
+@pytest.mark.parametrize("extra", [
+    {}, {"length_penalty": 0.5}, {"reward_clip": 0.5}, {"reward_norm": "running"},
+    {"length_penalty": 0.5, "reward_norm": "running", "reward_clip": 0.5},
+    {"length_penalty": 2.0, "reward_norm": "running"}, {"reward_norm": "running", "reward_clip": 0.3}])
+def test_a_truncated_response_scores_exactly_the_penalty_after_every_transform(extra):
+    """Penalty first (as on main) gives -1.5 with length_penalty=0.5, -0.5 with reward_clip=0.5, and under the
+    running normaliser [-3, -2.8, -3.4] -> [1.12, -0.32, -0.80]: the truncated response the batch's best."""
+    from rlhf_cli.stages.ppo import trained_scores
+
+    ctx = _ppo_ctx(missing_eos_penalty=-1.0, **extra)
+    samples = _samples([-3.0, -2.8, -3.4, -3.1], [False, True, True, True], [4, 4, 2, 3])
+    out = trained_scores(ctx, samples, RunningMoments())
+    assert out[0].item() == -1.0
+    # the finished ones go through the transforms as if the penalty were off
+    ref = trained_scores(_ppo_ctx(**extra), samples[1:], RunningMoments())
+    torch.testing.assert_close(out[1:], ref)
+
+
+def test_running_statistics_leave_out_the_scores_the_penalty_replaces():
+    from rlhf_cli.stages.ppo import trained_scores
+
+    moments = RunningMoments()
+    out = trained_scores(_ppo_ctx(missing_eos_penalty=-1.0, reward_norm="running"),
+                         _samples([-3.0, -2.8, -3.4], [False, True, True], [4, 4, 4]), moments)
+    assert moments.count == 2.0 and moments.mean == pytest.approx(-3.1)
+    # (x - mean) / (unbiased std + eps): std of [-2.8, -3.4] is 0.3 * sqrt(2)
+    sd = 0.3 * math.sqrt(2.0)
+    torch.testing.assert_close(out, torch.tensor([-1.0, 0.3 / (sd + 1e-8), -0.3 / (sd + 1e-8)]))
+
+
+def test_post_process_order_hand_values():
+    # scores 1, 2; lengths 0, 4 of max_len 4; coef 1 -> 1, 1; clip 0.5 -> 0.5, 0.5; EOS missing on the 2nd -> -0.2
+    out = post_process_scores(torch.tensor([1.0, 2.0]), torch.tensor([True, False]), torch.tensor([0, 4]),
+                              missing_eos_penalty=-0.2, length_coef=1.0, max_len=4, clip=0.5)
+    torch.testing.assert_close(out, torch.tensor([0.5, -0.2]))

@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional
 from .registry import Registry
 
 KL_CONTROLLERS = Registry("kl controller")
+# Ziegler et al. 2019, eq. 2.2: the proportional error is clipped to +-0.2.
+ERROR_CLIP = 0.2
 
 
 def _finite_nonneg(name: str, v: float) -> float:
@@ -73,6 +75,11 @@ class AdaptiveKLController(_KLController):
 
     (their ``K_beta = 0.1`` per batch corresponds to ``n_steps / horizon``; the reference code,
     OpenAI lm-human-preferences, uses ``horizon = 10000`` and ``n_steps`` = batch size).
+
+    beta stays > 0 only while one update changes it by less than itself: ``0.2 * n_steps / horizon < 1``,
+    i.e. ``horizon > 0.2 * n_steps`` (``check_batch``; with ``n_steps / horizon > 5`` a KL below target
+    would make beta negative, rewarding divergence). ``update`` refuses a batch that breaks this rather
+    than return a beta <= 0, and ``init_kl_coef`` must be > 0 (0 is a fixed point of the product).
     """
 
     name = "adaptive"
@@ -83,8 +90,21 @@ class AdaptiveKLController(_KLController):
             raise ValueError(f"the adaptive KL controller needs target_kl > 0, got {target_kl}")
         if horizon is None or not float(horizon) > 0 or not math.isfinite(float(horizon)):
             raise ValueError(f"the adaptive KL controller needs horizon > 0, got {horizon}")
+        if not self.kl_coef > 0:
+            raise ValueError(f"the adaptive KL controller needs init_kl_coef > 0 (0 never changes), got {init_kl_coef}")
         self.target_kl = float(target_kl)
         self.horizon = float(horizon)
+
+    def max_change(self, n_steps: int) -> float:
+        """The largest relative change of beta in one update of ``n_steps`` samples: ``0.2 n / horizon``."""
+        return ERROR_CLIP * float(n_steps) / self.horizon
+
+    def check_batch(self, n_steps: int) -> None:
+        """ValueError unless one update of ``n_steps`` samples keeps beta > 0 (``max_change < 1``)."""
+        if not self.max_change(n_steps) < 1.0:
+            raise ValueError(f"kl_horizon={self.horizon:g} is too small for {n_steps} samples per update: "
+                             f"beta could change by {self.max_change(n_steps):.0%} of itself in one step and turn "
+                             f"negative; use kl_horizon > {ERROR_CLIP * n_steps:g} (0.2 x samples per update)")
 
     def update(self, current_kl: float, n_steps: int) -> float:
         """One controller step from the KL reached over ``n_steps`` sequences; returns the new beta.
@@ -92,7 +112,8 @@ class AdaptiveKLController(_KLController):
         kl = float(current_kl)
         if not math.isfinite(kl):
             return self.kl_coef
-        error = min(max(kl / self.target_kl - 1.0, -0.2), 0.2)
+        self.check_batch(n_steps)
+        error = min(max(kl / self.target_kl - 1.0, -ERROR_CLIP), ERROR_CLIP)
         self.kl_coef = self.kl_coef * (1.0 + error * float(n_steps) / self.horizon)
         return self.kl_coef
 

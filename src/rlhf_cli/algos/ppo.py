@@ -142,7 +142,7 @@ def value_loss(
     ``V_clip = old_V + clip(V - old_V, -value_clip, value_clip)``,
     ``L_t = 0.5 * max((V - R)^2, (V_clip - R)^2)``, aggregated over ``mask`` by
     ``policy.aggregate_loss(loss_agg, max_len=..., normalizer=...)`` (same modes and global
-    normalizer as the policy loss).  ``value_clip=None`` gives the plain ``0.5 (V - R)^2``.
+    normalizer as the policy loss).  ``value_clip=None`` or ``0`` gives the plain ``0.5 (V - R)^2``.
     ``vf_coef`` is NOT applied here (``ppo_total_loss`` does).
 
     Args:
@@ -157,12 +157,12 @@ def value_loss(
     ret = returns.detach().to(values.dtype)
     unclipped = (values - ret) ** 2
     valid = torch.broadcast_to(mask.to(values.device) != 0, values.shape)
-    if value_clip is None:
+    if value_clip is not None and value_clip < 0:
+        raise ValueError(f"value_clip must be >= 0 (0 or None: unclipped), got {value_clip}")
+    if not value_clip:
         per_token = 0.5 * unclipped
         clipped = torch.zeros_like(valid)
     else:
-        if value_clip <= 0:
-            raise ValueError(f"value_clip must be > 0 or None, got {value_clip}")
         v_clip = old + torch.clamp(values - old, -value_clip, value_clip)
         clipped_sq = (v_clip - ret) ** 2
         per_token = 0.5 * torch.maximum(unclipped, clipped_sq)

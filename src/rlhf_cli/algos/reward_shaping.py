@@ -1,26 +1,31 @@
 """Post-processing of sequence scores before the KL shaping (``ppo.shaped_rewards``); every option is
 a defence against reward hacking and is off unless the stage asks for it.
 
-Suggested order for a step (``[B]`` tensors; the stage does the one collective)::
+The order for a step (``[B]`` tensors), as ``post_process_scores`` applies it::
 
     s = reduce_ensemble(rm_scores, reduce)               # [K, B] -> [B], several reward models
     s = s + rule_scores                                  # hybrid rule + model rewards (weighted sums)
     s = length_penalty(s, lengths, coef, max_len=...)    # optional
-    moments.update(all_reduce(masked_moments(s)))        # running statistics over all ranks
+    moments.update(all_reduce(masked_moments(s, finished)))  # running statistics over all ranks
     s = moments.normalize(s)  /  normalize_scores(s, rm_mean, rm_std)   # optional
     s = clip_scores(s, clip)                             # optional
-    s = apply_missing_eos_penalty(s, finished, penalty)  # last: the penalty is in final units
+    s = apply_missing_eos_penalty(s, finished, penalty)  # LAST: the configured score, in final units
+
+The missing-EOS penalty is the last word (OpenAI lm-human-preferences, the N+ details): applied before
+the others, a truncated response's fixed score would be shifted, rescaled and clipped with the rest and
+could end up the batch's highest. Truncated responses are also kept out of the running statistics when
+the penalty replaces their score (the statistics describe the scores that are normalised).
 
 ``ENSEMBLE_REDUCERS`` maps ``mean | min`` to ``fn(scores[K, B]) -> [B]``.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
-from .logprobs import Moments, moments_mean_var
+from .logprobs import Moments, masked_moments, moments_mean_var
 from .registry import Registry
 
 ENSEMBLE_REDUCERS = Registry("reward ensemble reduce")
@@ -160,3 +165,27 @@ class RunningMoments:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.count, self.mean, self.m2 = float(state["count"]), float(state["mean"]), float(state["m2"])
+
+
+def post_process_scores(scores: torch.Tensor, finished: torch.Tensor, lengths: torch.Tensor, *,
+                        missing_eos_penalty: Optional[float] = None, length_coef: float = 0.0, max_len: int = 1,
+                        moments: Optional[RunningMoments] = None,
+                        reduce: Callable[[Moments], Moments] = lambda m: m,
+                        clip: Optional[float] = None) -> torch.Tensor:
+    """The sequence scores a policy is trained on, in the module's order: ``length_penalty`` (when
+    ``length_coef``), running normalisation (when ``moments`` is given: updated with this batch's
+    statistics, summed over processes by ``reduce``, e.g. ``strategy.all_reduce``), ``clip_scores``, and
+    last ``apply_missing_eos_penalty`` (when ``missing_eos_penalty`` is not None), so a response without
+    EOS scores exactly the penalty whatever else is on.  ``[B]`` in, new ``[B]`` float tensor out."""
+    s = scores.float()
+    finished = finished.to(device=s.device, dtype=torch.bool)
+    if length_coef:
+        s = length_penalty(s, lengths, length_coef, max_len=max_len)
+    if moments is not None:
+        counted = finished if missing_eos_penalty is not None else torch.ones_like(finished)
+        moments.update(reduce(masked_moments(s, counted)))
+        s = moments.normalize(s)
+    s = clip_scores(s, clip)
+    if missing_eos_penalty is not None:
+        s = apply_missing_eos_penalty(s, finished, missing_eos_penalty)
+    return s

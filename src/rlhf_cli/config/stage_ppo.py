@@ -28,7 +28,8 @@ class PPOSection(RolloutSection):
     kl_controller: str = "fixed"
     # adaptive: the KL (summed over a response, averaged over responses) the controller aims for.
     target_kl: float = num(6.0, gt=0)
-    # adaptive: samples over which kl_coef may change by at most +-20%.
+    # adaptive: samples over which kl_coef may change by at most +-20% (must exceed 0.2 x samples per step,
+    # so one step changes kl_coef by less than itself).
     kl_horizon: int = num(10000, ge=1)
     # GAE discount and lambda (Schulman et al. 2016). gamma 1.0: episodes are one response long.
     gamma: float = num(1.0, ge=0, le=1)
@@ -44,8 +45,9 @@ class PPOSection(RolloutSection):
     epochs: int = num(4, ge=1)
     # Mini-batches each pass splits the rollout into; each is one optimizer step.
     mini_batches: int = num(1, ge=1)
-    # Clipped value loss: values kept within +-value_clip of the rollout's values (PPO2).
-    value_clip: float = num(0.2, gt=0)
+    # Clipped value loss: values kept within +-value_clip of the rollout's values (PPO2); 0 or null = the
+    # plain squared error (unclipped).
+    value_clip: Optional[float] = num(0.2, ge=0)
     # Weight of the value loss (the critic is a separate model; this scales its loss).
     vf_coef: float = num(0.1, ge=0)
     # Entropy bonus weight (0 = off; costs a differentiable entropy over the vocabulary).
@@ -147,3 +149,19 @@ def check_ppo(cfg) -> None:
 
         resolve_model_dir(cfg.critic.path, key="critic.path")
     critic_source(cfg)
+    if p.kl_controller == "adaptive":
+        check_kl_horizon(cfg, world_size=1)  # again at the start of the run, with the real process count
+
+
+def check_kl_horizon(cfg, world_size: int) -> None:
+    """The adaptive KL controller changes kl_coef by at most 0.2 x samples per update / kl_horizon of itself;
+    at 100% or more it could turn negative (rewarding divergence): refused in one line."""
+    p = cfg.ppo
+    if not p.kl_coef > 0:
+        raise ConfigError(f"ppo.kl_controller=adaptive needs ppo.kl_coef > 0 (its starting value), got {p.kl_coef}")
+    samples = p.prompts_per_step * p.num_generations * world_size
+    if not 0.2 * samples < p.kl_horizon:
+        raise ConfigError(f"ppo.kl_horizon={p.kl_horizon} is too small for {samples} samples per step "
+                          f"(ppo.prompts_per_step x ppo.num_generations x {world_size} process(es)): kl_coef could "
+                          f"change by {0.2 * samples / p.kl_horizon:.0%} of itself in one step and turn negative; "
+                          f"use ppo.kl_horizon > {0.2 * samples:g}")

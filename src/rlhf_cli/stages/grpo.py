@@ -62,10 +62,14 @@ def rollout_step(ctx: RunContext, roller: Roller, stream: PromptStream, step: in
     return kept, first, rounds
 
 
-def reward_metrics(ctx: RunContext, first: List[List[Sample]]) -> Dict[str, float]:
+def reward_metrics(ctx: RunContext, first: List[List[Sample]], trained: List[List[Sample]]) -> Dict[str, float]:
+    """Reward statistics of the first round's groups; ``zero_signal_fraction`` of those, and
+    ``trained_zero_signal_fraction`` of the groups the update uses (after dynamic sampling's top-up)."""
     out = sample_metrics(ctx, [x for gr in first for x in gr])
-    zero, groups = ctx.strategy.all_reduce([sum(not _signal(gr) for gr in first), len(first)])
+    zero, groups, zero_t, groups_t = ctx.strategy.all_reduce([sum(not _signal(gr) for gr in first), len(first),
+                                                              sum(not _signal(gr) for gr in trained), len(trained)])
     out["zero_signal_fraction"] = zero / groups
+    out["trained_zero_signal_fraction"] = zero_t / groups_t
     return out
 
 
@@ -129,7 +133,7 @@ def run(ctx: RunContext) -> dict:
         roller.gen_time = roller.score_time = 0.0
         roller.gen_tokens = 0
         groups, first, rounds = rollout_step(ctx, roller, stream, step)
-        metrics = reward_metrics(ctx, first)
+        metrics = reward_metrics(ctx, first, groups)
         adv = advantages_for(groups, g)
         exp = build_experience([x for gr in groups for x in gr], adv, tokenizer.pad_token_id,
                                g.overlong == "mask", s.device, d.padding_free)

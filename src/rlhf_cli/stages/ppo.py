@@ -41,7 +41,7 @@ from rlhf_cli.algos.ppo import (
     value_loss,
     whiten,
 )
-from rlhf_cli.algos.reward_shaping import RunningMoments, apply_missing_eos_penalty, clip_scores, length_penalty
+from rlhf_cli.algos.reward_shaping import RunningMoments, post_process_scores
 from rlhf_cli.data.packing import collate, micro_batches
 from rlhf_cli.models.loading import load_causal_lm, load_reference
 from rlhf_cli.models.lora import DisabledAdapterReference, lora_enabled
@@ -60,21 +60,18 @@ from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics, setup_rl
 from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
 
 
-def post_process_scores(ctx: RunContext, samples: List[Sample], moments: RunningMoments) -> torch.Tensor:
-    """The sequence scores the policy is trained on: the reward functions' total, then (each optional)
-    the EOS trick, a length penalty, running normalisation (statistics over all processes) and clipping."""
+def trained_scores(ctx: RunContext, samples: List[Sample], moments: RunningMoments) -> torch.Tensor:
+    """The sequence scores the policy is trained on: the reward functions' total through
+    ``reward_shaping.post_process_scores`` (length penalty, running normalisation over all processes,
+    clipping, then the EOS trick last)."""
     p = ctx.cfg.ppo
-    scores = torch.tensor([x.reward for x in samples], dtype=torch.float32)
-    if p.missing_eos_penalty is not None:
-        finished = torch.tensor([x.finished for x in samples])
-        scores = apply_missing_eos_penalty(scores, finished, p.missing_eos_penalty)
-    if p.length_penalty:
-        lengths = torch.tensor([len(x.response_ids) for x in samples], dtype=torch.float32)
-        scores = length_penalty(scores, lengths, p.length_penalty, max_len=p.max_new_tokens)
-    if p.reward_norm == "running":
-        moments.update(ctx.strategy.all_reduce(masked_moments(scores)))
-        scores = moments.normalize(scores)
-    return clip_scores(scores, p.reward_clip)
+    return post_process_scores(
+        torch.tensor([x.reward for x in samples], dtype=torch.float32),
+        torch.tensor([x.finished for x in samples], dtype=torch.bool),
+        torch.tensor([len(x.response_ids) for x in samples], dtype=torch.float32),
+        missing_eos_penalty=p.missing_eos_penalty, length_coef=p.length_penalty, max_len=p.max_new_tokens,
+        moments=moments if p.reward_norm == "running" else None, reduce=ctx.strategy.all_reduce,
+        clip=p.reward_clip)
 
 
 class PTXStream:
@@ -123,6 +120,10 @@ class PPOStep:
         p = ctx.cfg.ppo
         self.ctx, self.actor, self.critic, self.ref, self.tok = ctx, actor, critic, ref, tokenizer
         self.roller, self.stream, self.ptx = roller, stream, ptx
+        if p.kl_controller == "adaptive":
+            from rlhf_cli.config.stage_ppo import check_kl_horizon
+
+            check_kl_horizon(ctx.cfg, ctx.strategy.world_size)
         self.kl_ctl = build_kl_controller(p.kl_controller, p.kl_coef, p.target_kl, p.kl_horizon)
         self.moments = RunningMoments()
         self.rollout_logprobs = p.old_logprobs == "rollout" or (p.old_logprobs == "auto"
@@ -152,7 +153,7 @@ class PPOStep:
         samples = [x for gr in self.roller.groups(self.draw(), step, 0) for x in gr]
         t0 = time.time()
         metrics = sample_metrics(self.ctx, samples)
-        scores = post_process_scores(self.ctx, samples, self.moments).to(s.device)
+        scores = trained_scores(self.ctx, samples, self.moments).to(s.device)
         exp = build_experience(samples, torch.zeros(len(samples)), self.tok.pad_token_id, False, s.device,
                                cfg.data.padding_free)
         mbs, temp, chunk = cfg.train.micro_batch_size, p.temperature, p.logprob_chunk_size

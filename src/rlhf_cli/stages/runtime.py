@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from rlhf_cli.engine.checkpoints import is_disk_full, list_checkpoints
 from rlhf_cli.errors import RunDirError
@@ -121,6 +121,8 @@ class RunContext:
     out: Path = field(init=False)
     metrics: MetricsLog = field(init=False)
     stop: StopFlag = field(init=False)
+    # Model dirs this run exported (final/, PPO's critic/): the manifest hashes every file in each.
+    exported: List[str] = field(init=False, default_factory=list)
 
     def __post_init__(self):
         self.out = Path(self.cfg.output_dir)
@@ -208,8 +210,18 @@ def export_final(ctx: RunContext, engine, tokenizer, extra_files: Optional[Dict[
             raise RunDirError(f"{final}: out of disk space ({free:.0f} MB free) while exporting; {keep}") from None
         for name, text in (extra_files or {}).items():
             (final / name).write_text(text)
+    if subdir not in ctx.exported:
+        ctx.exported.append(subdir)
     ctx.strategy.barrier()
     return final
+
+
+def dir_hashes(root: Path) -> Dict[str, str]:
+    """sha256 of every file under ``root`` (recursively: a LoRA export's adapter/ too), keyed by its path
+    relative to ``root``; {} when it does not exist."""
+    if not root.is_dir():
+        return {}
+    return {p.relative_to(root).as_posix(): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def write_manifest(ctx: RunContext, summary: Dict[str, Any], data_paths: Dict[str, Optional[str]]) -> None:
@@ -225,7 +237,7 @@ def write_manifest(ctx: RunContext, summary: Dict[str, Any], data_paths: Dict[st
             resolved = resolve_data_path(p, key=key)
             data[key] = {"path": str(resolved), "sha256": sha256(resolved) if resolved.is_file() else None}
     final = ctx.out / "final"
-    manifest = {
+    manifest: Dict[str, Any] = {
         "stage": cfg.stage,
         "base_model": cfg.model.path or cfg.model.name,
         "data": data,
@@ -235,6 +247,8 @@ def write_manifest(ctx: RunContext, summary: Dict[str, Any], data_paths: Dict[st
         "git_rev": git_rev(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": as_plain(cfg),
-        "files": {p.name: sha256(p) for p in sorted(final.iterdir()) if p.is_file()} if final.exists() else {},
+        "files": dir_hashes(final),
+        # every other exported model dir (PPO: critic/), hashed the same way
+        "exports": {sub: dir_hashes(ctx.out / sub) for sub in ctx.exported if sub != "final"},
     }
     write_output(ctx.out / "manifest.json", json.dumps(manifest, indent=2))
