@@ -154,3 +154,46 @@ def test_lora_dpo_two_process_zero3_live_disabled_adapter(tmp_path, prefs):
     assert losses[1] == pytest.approx(math.log(2), abs=1e-5) and losses[4] < losses[1] - 0.2, losses
     assert (out / "final" / "model.safetensors").exists()
     assert (out / "final" / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory, tokenizer):
+    """A tiny model dir with other weights than the policy's (another seed): a reference that is not the base."""
+    from rlhf_cli.config.compose import compose
+    from rlhf_cli.models.loading import load_causal_lm, save_hf_model
+
+    out = tmp_path_factory.mktemp("other") / "model"
+    model = load_causal_lm(compose("sft", None, ["model=tiny", "model.tiny.seed=7"]).model, tokenizer)
+    save_hf_model(model, None, tokenizer, out)
+    return out
+
+
+@pytest.mark.parametrize("stage", ["grpo", "ppo"])
+def test_lora_rl_reference_is_ref_path_when_given(tmp_path, other_model, stage):
+    """LoRA with ref.path: the KL is to that model (nonzero at step 1, where the adapter's B = 0 makes the
+    disabled-adapter reference equal the policy). On main GRPO ignored ref.path and logged KL 0."""
+    qs = ["Say hi.", "Name a color.", "Count to three.", "Greet me."]
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": qs[i % 4]}) + "\n" for i in range(16)))
+    fn = f"python:{REPO}/tests/fixtures/grpo/rewards.py:lowercase_share"
+    out = tmp_path / "run"
+    extra = ["critic.init=policy", "ppo.epochs=1"] if stage == "ppo" else []
+    proc = rlhf(["train", stage, *TINY, *LORA, f"data.path={data}", "data.prompt_field=prompt",
+                 "data.prompt_template=null", "data.reward_fields=[]", "data.max_length=64",
+                 f"{stage}.max_new_tokens=8", f"{stage}.prompts_per_step=2", f"{stage}.num_generations=4",
+                 "train.micro_batch_size=4", "train.max_steps=1", f"{stage}.kl_coef=0.1",
+                 f'reward.functions=[{{name: "{fn}", alias: lower}}]', f"ref.path={other_model}", *extra,
+                 f"output_dir={out}"])
+    assert f"Reference model loaded: ref.path={other_model}" in proc.stdout
+    assert "adapter disabled" not in proc.stdout
+    assert abs(metrics(out)[0]["kl"]) > 1e-2
+
+
+def test_lora_dpo_reference_is_ref_path_when_given(tmp_path, prefs, other_model):
+    """With ref.path the step-1 DPO loss is not log 2 (policy and reference differ), live and precomputed."""
+    for precompute in ("true", "false"):
+        out = tmp_path / precompute
+        proc = rlhf([*DPO, f"data.path={prefs}", "train.max_steps=1", f"ref.precompute={precompute}",
+                     f"ref.path={other_model}", f"output_dir={out}"])
+        assert f"Reference model loaded: ref.path={other_model}" in proc.stdout
+        assert abs(train_losses(out)[1] - math.log(2)) > 1e-3

@@ -22,9 +22,10 @@ from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.preference import PrefItem, collate_preferences
 from rlhf_cli.models.forward import label_logprobs, lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
-from rlhf_cli.models.lora import lora_enabled, reference_by_disabled_adapter
+from rlhf_cli.models.lora import reference_by_disabled_adapter
 from rlhf_cli.output_files import write_output
 from rlhf_cli.stages.common import fit
+from rlhf_cli.stages.reference import Reference, describe, reference_is_base
 from rlhf_cli.stages.rm import load_preference_splits
 from rlhf_cli.stages.runtime import RunContext
 
@@ -171,6 +172,7 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]], po
         policy.train()
     else:
         ref = load_reference(ctx.cfg, tokenizer).to(device=ctx.strategy.device, dtype=ctx.strategy.dtype).eval()
+        ctx.log(f"Reference model loaded: {describe(ctx.cfg)} (freed after precomputing)")
         precompute_reference(ctx, ref, splits, tokenizer.pad_token_id)
         del ref
     if ctx.strategy.is_main:
@@ -179,20 +181,19 @@ def reference_logps(ctx: RunContext, tokenizer, splits: List[List[PrefItem]], po
 
 
 def run(ctx: RunContext) -> dict:
-    cfg, s = ctx.cfg, ctx.strategy
+    cfg = ctx.cfg
     tokenizer = load_tokenizer(cfg.model)
     spec = loss_spec(cfg.dpo.loss)
     train, evals, st = load_preference_splits(ctx, tokenizer, "kto" if spec["data"] == "unpaired" else "pairs")
-    ref = None
-    base_ref = lora_enabled(cfg.model.lora) and not cfg.ref.path  # reference = the adapter disabled
+    base_ref = reference_is_base(cfg)  # LoRA without ref.path: the policy with its adapter disabled
     model = load_causal_lm(cfg.model, tokenizer) if base_ref else None
-    if spec["reference"]:  # e.g. SimPO is reference-free
-        if cfg.ref.precompute:
-            reference_logps(ctx, tokenizer, [train, evals], policy=model)
-        elif not base_ref:
-            ref = s.prepare_frozen(load_reference(ctx.cfg, tokenizer), offload=cfg.ref.offload)
+    live = spec["reference"] and not cfg.ref.precompute  # SimPO is reference-free
+    if spec["reference"] and cfg.ref.precompute:
+        reference_logps(ctx, tokenizer, [train, evals], policy=model)
+    # a separate live reference is prepared before the policy (ZeRO-3 partitions it first); the disabled
+    # adapter is the policy engine itself, which DPOTask is handed with every batch
+    ref = Reference(ctx, tokenizer, needed=live).model
     model = model if model is not None else load_causal_lm(cfg.model, tokenizer)
-    task = DPOTask(ctx, tokenizer.pad_token_id, ref,
-                   ref_is_base=base_ref and not cfg.ref.precompute and spec["reference"])
+    task = DPOTask(ctx, tokenizer.pad_token_id, ref, ref_is_base=base_ref and live)
     return fit(ctx, model, tokenizer, task, train, evals,
                summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})

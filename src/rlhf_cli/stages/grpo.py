@@ -16,10 +16,10 @@ import torch
 
 from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
 from rlhf_cli.data.packing import micro_batches
-from rlhf_cli.models.loading import load_causal_lm, load_reference
-from rlhf_cli.models.lora import DisabledAdapterReference, lora_enabled
+from rlhf_cli.models.loading import load_causal_lm
 from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, loss_normalizer, policy_loss
 from rlhf_cli.stages.loop import run_steps
+from rlhf_cli.stages.reference import Reference
 from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics, setup_rl
 from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
 
@@ -112,16 +112,11 @@ def run(ctx: RunContext) -> dict:
     cfg, s, g, d = ctx.cfg, ctx.strategy, ctx.cfg.grpo, ctx.cfg.data
     tokenizer, reward, prompts, total = setup_rl(ctx, g)
     model = load_causal_lm(cfg.model, tokenizer)
-    ref = None
-    if g.kl_coef > 0 and not lora_enabled(cfg.model.lora):
-        ref = s.prepare_frozen(load_reference(cfg, tokenizer), offload=cfg.ref.offload)
-        ctx.log(f"Reference model loaded (kl_coef={g.kl_coef}, {g.kl_estimator})")
-    elif g.kl_coef == 0:
+    reference = Reference(ctx, tokenizer, needed=g.kl_coef > 0)
+    if g.kl_coef == 0:
         ctx.log("kl_coef=0: no reference model loaded")
     engine = s.prepare(model, total * g.num_iterations)
-    if g.kl_coef > 0 and lora_enabled(cfg.model.lora):  # reference = the policy with its adapter disabled
-        ref = DisabledAdapterReference(engine)
-        ctx.log("Reference = the policy with its LoRA adapter disabled (no second copy)")
+    ref = reference.bind(engine)
     state = ctx.resume()
     start, cursor = (state["step"], state["prompt_cursor"]) if state else (0, 0)
     stream = PromptStream(len(prompts), cfg.seed, d.shuffle, cursor)

@@ -43,8 +43,7 @@ from rlhf_cli.algos.ppo import (
 )
 from rlhf_cli.algos.reward_shaping import RunningMoments, post_process_scores
 from rlhf_cli.data.packing import collate, micro_batches
-from rlhf_cli.models.loading import load_causal_lm, load_reference
-from rlhf_cli.models.lora import DisabledAdapterReference, lora_enabled
+from rlhf_cli.models.loading import load_causal_lm
 from rlhf_cli.models.reward import build_reward_model
 from rlhf_cli.rollout.experience import (
     Experience,
@@ -56,6 +55,7 @@ from rlhf_cli.rollout.experience import (
     response_values,
 )
 from rlhf_cli.stages.loop import run_steps
+from rlhf_cli.stages.reference import Reference
 from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics, setup_rl
 from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
 
@@ -290,13 +290,10 @@ def build_critic(cfg, tokenizer):
 def run(ctx: RunContext) -> dict:
     cfg, s, p, d = ctx.cfg, ctx.strategy, ctx.cfg.ppo, ctx.cfg.data
     tokenizer, reward, prompts, total = setup_rl(ctx, p, extra=f"; critic from {cfg.critic.init}")
-    base_ref = lora_enabled(cfg.model.lora) and not cfg.ref.path  # reference = the actor's adapter disabled
-    ref = None if base_ref else s.prepare_frozen(load_reference(cfg, tokenizer), offload=cfg.ref.offload)
+    reference = Reference(ctx, tokenizer)
     optimizer_steps = total * p.epochs * p.mini_batches
     actor = s.prepare(load_causal_lm(cfg.model, tokenizer), optimizer_steps, name="actor")
-    if base_ref:
-        ref = DisabledAdapterReference(actor)
-        ctx.log("Reference = the actor with its LoRA adapter disabled (no second copy)")
+    ref = reference.bind(actor)
     critic = s.prepare(build_critic(cfg, tokenizer), optimizer_steps, name="critic", optim=cfg.critic.optim)
     stream = PromptStream(len(prompts), cfg.seed, d.shuffle)
     ptx = PTXStream(ctx, tokenizer) if p.ptx_coef > 0 else None
