@@ -97,3 +97,18 @@ def test_sigterm_and_resume_match_uninterrupted(prompts, tmp_path):
     assert sorted(b) == list(range(1, 7))
     for s in a:  # same prompts, same sampling seeds, same weights -> the same rewards after resuming
         assert b[s] == pytest.approx(a[s], rel=1e-5), (s, a, b)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("scale", ["batch", "group"])
+def test_advantages_do_not_depend_on_the_number_of_processes(scale):
+    """scale_rewards=batch divided by each process's own std on main: 2 processes gave other advantages."""
+    from helpers import run_script
+
+    def adv(nproc):
+        out = run_script("grpo_advantages.py", [f"grpo.scale_rewards={scale}"], nproc=nproc).stdout
+        return json.loads(next(ln for ln in out.splitlines() if ln.startswith("ADV "))[4:])
+
+    one, two = adv(1), adv(2)
+    assert len(one) == 32
+    assert two == pytest.approx(one, rel=1e-6, abs=1e-7)

@@ -3,15 +3,20 @@
 Group-based estimators take ``rewards[N]`` with ``N = num_prompts * G`` laid
 out GROUP-CONTIGUOUS (the G completions of prompt 0 first, then prompt 1, ...)
 and return ``[N]``.  ``ADVANTAGES`` maps a name to ``fn(rewards, num_generations, **options)``; each entry is
-registered with ``options={kwarg: config field}`` naming the config fields it reads.
+registered with ``options={kwarg: config field}`` naming the config fields it reads, and ``batch_moments=True``
+when it also takes ``batch_moments``: the ``(sum, sum of squares, count)`` of the rewards of the WHOLE batch,
+summed over processes by the caller (``logprobs.masked_moments`` + one all-reduce), so a batch statistic
+does not depend on how the batch is split over processes.
 All outputs are detached (advantages are constants for the policy loss).
 """
 from __future__ import annotations
 
-from typing import Tuple
+import math
+from typing import Optional, Tuple
 
 import torch
 
+from .logprobs import Moments, moments_mean_var
 from .registry import Registry
 
 ADVANTAGES = Registry("advantage estimator")
@@ -39,14 +44,16 @@ def _centered(g: torch.Tensor) -> torch.Tensor:
     return centered.masked_fill(flat, 0.0)
 
 
-@ADVANTAGES.register("grpo", options={"scale_rewards": "scale_rewards", "eps": "adv_eps"})
-def grpo(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group", eps: float = 1e-4) -> torch.Tensor:
+@ADVANTAGES.register("grpo", options={"scale_rewards": "scale_rewards", "eps": "adv_eps"}, batch_moments=True)
+def grpo(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group", eps: float = 1e-4,
+         batch_moments: Optional[Moments] = None) -> torch.Tensor:
     """Group-relative advantage, Shao et al. 2024 (DeepSeekMath) §4.1.2:
     ``A_i = (r_i - mean_group(r)) / (std(r) + eps)``.
 
     ``scale_rewards``:
       * ``'group'`` - std over the prompt's group (original GRPO);
-      * ``'batch'`` - std over the whole batch (more robust for low-variance groups);
+      * ``'batch'`` - std over the whole batch (more robust for low-variance groups): from
+        ``batch_moments`` (every process's rewards) when given, else over ``rewards``;
       * ``'none'``  - no std division (Dr. GRPO, Liu et al. 2025, "Understanding
         R1-Zero-Like Training", §3.1).
 
@@ -64,7 +71,8 @@ def grpo(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "grou
     if scale_rewards == "group":
         centered = centered / (g.std(dim=1, keepdim=True) + eps)
     elif scale_rewards == "batch":
-        centered = centered / (g.std() + eps)
+        std = math.sqrt(moments_mean_var(batch_moments, unbiased=True)[1]) if batch_moments is not None else g.std()
+        centered = centered / (std + eps)
     return centered.reshape(-1).float()
 
 

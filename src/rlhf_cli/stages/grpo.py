@@ -15,6 +15,7 @@ from typing import Dict, List
 import torch
 
 from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
+from rlhf_cli.algos.logprobs import masked_moments
 from rlhf_cli.data.packing import micro_batches
 from rlhf_cli.models.loading import load_causal_lm
 from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, loss_normalizer, policy_loss
@@ -102,9 +103,14 @@ def update(ctx: RunContext, engine, ref, exp) -> Dict[str, float]:
     return out
 
 
-def advantages_for(groups: List[List[Sample]], g) -> torch.Tensor:
+def advantages_for(ctx: RunContext, groups: List[List[Sample]]) -> torch.Tensor:
+    """This process's advantages; an estimator that takes batch statistics gets those of every process."""
+    g = ctx.cfg.grpo
     rewards = torch.tensor([x.reward for gr in groups for x in gr], dtype=torch.float32)
-    options = {arg: g[key] for arg, key in ADVANTAGES.meta(g.advantage).get("options", {}).items()}
+    meta = ADVANTAGES.meta(g.advantage)
+    options = {arg: g[key] for arg, key in meta.get("options", {}).items()}
+    if meta.get("batch_moments"):
+        options["batch_moments"] = ctx.strategy.all_reduce(masked_moments(rewards))
     return ADVANTAGES.get(g.advantage)(rewards, g.num_generations, **options)
 
 
@@ -129,7 +135,7 @@ def run(ctx: RunContext) -> dict:
         roller.gen_tokens = 0
         groups, first, rounds = rollout_step(ctx, roller, stream, step)
         metrics = reward_metrics(ctx, first, groups)
-        adv = advantages_for(groups, g)
+        adv = advantages_for(ctx, groups)
         exp = build_experience([x for gr in groups for x in gr], adv, tokenizer.pad_token_id,
                                g.overlong == "mask", s.device, d.padding_free)
         t1 = time.time()

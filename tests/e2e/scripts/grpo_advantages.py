@@ -1,0 +1,41 @@
+"""GRPO advantages of one fixed batch of rewards, split over however many processes run this script.
+
+    python grpo_advantages.py OVERRIDE ...      (e.g. grpo.scale_rewards=batch)
+
+Each process takes its share of 8 groups of G = 4 rewards (whole groups, as the stage splits prompts),
+builds the stage's Samples and calls the stage's own ``advantages_for`` with a real Strategy (gloo across
+processes); rank 0 prints ``ADV [...]``: every process's advantages in group order.
+"""
+import json
+import sys
+from types import SimpleNamespace
+
+import torch
+
+from rlhf_cli.config.compose import compose
+from rlhf_cli.engine.process_exit import exit_process
+from rlhf_cli.engine.strategy import Strategy
+from rlhf_cli.rollout.experience import Sample
+from rlhf_cli.stages.grpo import advantages_for
+
+G, GROUPS = 4, 8
+
+
+def main() -> None:
+    cfg = compose("grpo", None, ["model=tiny", "grpo.num_generations=4", "output_dir=unused", *sys.argv[1:]])
+    strategy = Strategy(cfg)
+    strategy.setup_distributed()
+    # groups of very different spread: a per-process std differs from the whole batch's
+    rewards = torch.randn(GROUPS, G, generator=torch.Generator().manual_seed(0)) * torch.arange(1, GROUPS + 1)[:, None]
+    mine = range(strategy.rank, GROUPS, strategy.world_size)
+    groups = [[Sample([1], [2], True, float(rewards[k, i])) for i in range(G)] for k in mine]
+    adv = advantages_for(SimpleNamespace(cfg=cfg, strategy=strategy), groups).tolist()
+    shares = strategy.all_gather_object({k: adv[j * G:(j + 1) * G] for j, k in enumerate(mine)})
+    if strategy.is_main:
+        merged = {k: v for share in shares for k, v in share.items()}
+        print("ADV " + json.dumps([x for k in range(GROUPS) for x in merged[k]]), flush=True)
+    exit_process(0)
+
+
+if __name__ == "__main__":
+    main()
