@@ -63,3 +63,24 @@ def test_sigterm_and_resume_match_uninterrupted(tmp_path, data):
     assert sorted(b) == list(range(1, 9))
     for s in a:
         assert b[s] == pytest.approx(a[s], rel=1e-5), (s, a, b)
+
+
+def test_soft_labels_reach_the_loss(tmp_path, data):
+    """Every pair labelled p = 0.5 (a coin-flip judge): at step 1 the policy equals the reference, so the
+    soft-label DPO gradient is 0 (main trained on the hard label: loss log 2 with a full gradient). With
+    data.soft_labels=false the same file trains on hard labels."""
+    import json
+
+    from helpers import metrics
+
+    coin = tmp_path / "coin.jsonl"
+    coin.write_text("".join(json.dumps({**r, "judge_prob": 0.5}) + "\n" for r in pairs()))
+    rows = {}
+    for soft in ("true", "false"):
+        out = tmp_path / soft
+        proc = rlhf([*BASE, f"data.path={coin}", "train.max_steps=1", "ref.precompute=false",
+                     f"data.soft_labels={soft}", f"output_dir={out}"])
+        rows[soft] = metrics(out)[0]
+        assert ("pairs with soft labels (judge_prob)" in proc.stdout) == (soft == "true")
+    assert rows["true"]["grad_norm"] < 1e-6 < 1e-2 < rows["false"]["grad_norm"], rows
+    assert rows["true"]["loss"] == pytest.approx(rows["false"]["loss"], abs=1e-5)  # log 2 either way at h = 0

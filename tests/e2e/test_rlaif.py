@@ -92,10 +92,12 @@ def test_same_seed_same_files_other_seed_differs(both, tmp_path):
 @pytest.mark.e2e
 def test_cot_clamp_min_confidence_and_then_dpo(tmp_path, judge_dir):
     out = tmp_path / "run"
-    rlhf(["train", "rlaif", *FAST, "data.limit=6", "rlaif.phases=preferences", "rlaif.num_responses=3",
-          f"judge.path={judge_dir}", "rlaif.cot=true", "rlaif.cot_clamp=[0.3,0.7]",
-          "rlaif.then=dpo", "rlaif.then_overrides=['train.max_steps=2','data.eval_fraction=0']", f"output_dir={out}"])
+    proc = rlhf(["train", "rlaif", *FAST, "data.limit=6", "rlaif.phases=preferences", "rlaif.num_responses=3",
+                 f"judge.path={judge_dir}", "rlaif.cot=true", "rlaif.cot_clamp=[0.3,0.7]", "rlaif.then=dpo",
+                 "rlaif.then_overrides=['train.max_steps=2','data.eval_fraction=0']", f"output_dir={out}"])
     prefs = lines(out / "preferences.jsonl")
+    # the judge's probabilities are the labels the DPO stage trains on (soft labels)
+    assert f"{len(prefs)} pairs with soft labels (judge_prob)" in proc.stdout
     m = json.loads((out / "manifest.json").read_text())["metrics"]
     assert m["judge"]["path"] == str(judge_dir) and m["judge"]["cot"] is True
     assert len(prefs) == m["pairs_kept"] and m["pairs_kept"] + m["pairs_dropped_low_confidence"] == m["pairs_judged"]

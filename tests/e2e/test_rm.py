@@ -76,3 +76,25 @@ def test_bad_record_names_file_and_line(tmp_path):
     proc = rlhf([*BASE, f"data.path={data}", "train.max_steps=1", f"output_dir={tmp_path / 'run'}"], check=False)
     assert proc.returncode != 0
     assert f"{data}:3: missing 'rejected'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_soft_labels_train_toward_the_judged_probability(tmp_path):
+    """Soft Bradley-Terry (Lee et al. 2023): pairs labelled p = 0.5 pull the two scores together, where
+    the hard label (data.soft_labels=false, as main always did) pushes them apart."""
+    import json
+
+    from helpers import TINY, metrics, rlhf
+    from prefdata import pairs
+
+    coin = tmp_path / "coin.jsonl"
+    coin.write_text("".join(json.dumps({**r, "judge_prob": 0.5}) + "\n" for r in pairs()))
+    margin = {}
+    for soft in ("true", "false"):
+        out = tmp_path / soft
+        rlhf(["train", "rm", *TINY, f"data.path={coin}", "data.max_length=64", "data.template=plain",
+              "train.micro_batch_size=8", "optim.lr=1e-3", "train.max_steps=10", "data.eval_fraction=0",
+              "train.save_every=0", f"data.soft_labels={soft}", f"output_dir={out}"])
+        margin[soft] = [r["margin"] for r in metrics(out) if "margin" in r]
+        assert json.loads((out / "manifest.json").read_text())["metrics"]["pairs_soft_labels"] == \
+            (96 if soft == "true" else 0)
+    assert abs(sum(margin["true"][-3:]) / 3) < 0.1 < sum(margin["false"][-3:]) / 3, margin

@@ -142,3 +142,23 @@ def test_aggregate_step_scores():
     torch.testing.assert_close(aggregate_step_scores(probs, valid, "prod"), torch.tensor([0.36, 0.7, 1.0]))
     with pytest.raises(ValueError):
         aggregate_step_scores(probs, valid, "max")
+
+
+def test_soft_bradley_terry_hand_values_and_optimum():
+    """Lee et al. 2023: cross-entropy on the judge's soft label; p = 1 is the hard loss, and the gradient
+    w.r.t. the score gap d is sigma(d) - p, zero where sigma(d) = p (p = 0.5: equal scores)."""
+    rc = torch.tensor([1.0, 0.0, 2.0], requires_grad=True)
+    rr = torch.tensor([0.0, 0.0, -1.0])
+    prob = torch.tensor([0.75, 0.5, 1.0])
+    losses = bradley_terry(rc, rr, prob=prob)
+    ls = torch.nn.functional.logsigmoid
+    d = torch.tensor([1.0, 0.0, 3.0])
+    torch.testing.assert_close(losses.detach(), -prob * ls(d) - (1 - prob) * ls(-d))
+    torch.testing.assert_close(losses[2:].detach(), bradley_terry(rc[2:].detach(), rr[2:]))
+    losses.sum().backward()
+    torch.testing.assert_close(rc.grad, torch.sigmoid(d) - prob)
+    assert rc.grad[1].item() == 0.0  # p = 0.5 at equal scores
+    # the grid entry the rm stage calls passes it through
+    grid = torch.stack([rc.detach(), rr], 1)
+    ranks, valid = torch.tensor([[0, 1]] * 3), torch.ones(3, 2, dtype=torch.bool)
+    torch.testing.assert_close(RM_LOSSES.get("bradley_terry")(grid, ranks, valid, prob=prob), losses.detach())

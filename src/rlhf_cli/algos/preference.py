@@ -193,6 +193,29 @@ def kto_loss(
     return losses, (beta * r).detach()
 
 
+def soft_label_losses(fn, prob: torch.Tensor, policy_chosen_logps: torch.Tensor,
+                      policy_rejected_logps: torch.Tensor, ref_chosen_logps: Optional[torch.Tensor],
+                      ref_rejected_logps: Optional[torch.Tensor], *, beta: float, **options) -> Triple:
+    """A paired loss ``fn`` (a ``DPO_LOSSES`` entry) under soft labels ``prob[B]`` = P(chosen is better),
+    e.g. an AI judge's order-averaged preference (Lee et al. 2023, "RLAIF", §2.2; Bai et al. 2022, §4.1):
+    the expected loss over the label,
+
+    ``L = p * fn(y_w, y_l) + (1 - p) * fn(y_l, y_w)``.
+
+    For ``dpo`` this is label-smoothed DPO (cDPO, Mitchell 2023) with ``eps = 1 - p`` per pair,
+    ``-p log sigma(beta h) - (1 - p) log sigma(-beta h)``, minimised at ``sigma(beta h) = p``: a pair
+    with ``p = 0.5`` asks for ``h = 0`` and gives no gradient where the policy equals the reference.
+    For ``ipo`` the target becomes ``h = (2p - 1) / (2 tau)``.  ``p = 1`` gives ``fn`` itself.  The
+    returned implicit rewards are those of the pair as labelled (chosen first), for logging.
+    """
+    p = prob.to(device=policy_chosen_logps.device, dtype=policy_chosen_logps.dtype)
+    forward, cr, rr = fn(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                         beta=beta, **options)
+    swapped, _, _ = fn(policy_rejected_logps, policy_chosen_logps, ref_rejected_logps, ref_chosen_logps,
+                       beta=beta, **options)
+    return p * forward + (1.0 - p) * swapped, cr, rr
+
+
 def loss_spec(name: str) -> dict:
     """A DPO-family entry's metadata with defaults filled in (see the module docstring)."""
     meta = {"options": (), "reference": True, "length_averaged": False, "data": "pairs"}

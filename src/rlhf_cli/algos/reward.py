@@ -5,7 +5,7 @@ Every ``RM_LOSSES`` entry takes a grid of candidate scores::
     fn(scores[B,K], ranks[B,K], valid[B,K], **options) -> losses[B]
 
 and is registered with ``options``: the extra keyword arguments it accepts, from ``margin`` (the
-batch's per-pair margins) and ``centering_coef`` (config). ``bradley_terry`` (pairs) is the two-score
+batch's per-pair margins), ``prob`` (its soft labels) and ``centering_coef`` (config). ``bradley_terry`` (pairs) is the two-score
 form used by the grid entry of the same name.
 
 Rankings: ``ranks`` are ints, 0 = best, equal values = tie; ``valid`` masks
@@ -30,32 +30,40 @@ def bradley_terry(
     r_rejected: torch.Tensor,
     margin: Optional[Union[torch.Tensor, float]] = None,
     centering_coef: float = 0.0,
+    prob: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Bradley-Terry pairwise loss, Touvron et al. 2023 (Llama 2), eq. 2:
     ``L = -log sigma(r_c - r_r - m)`` with optional per-pair margin ``m``
     (``[B]`` tensor or float; 0 when ``None``), plus the reward-centering
     auxiliary term of Eisenstein et al. 2023 ("Helping or Herding?", §3):
     ``centering_coef * (r_c + r_r)^2``.  Returns ``[B]`` (caller averages).
+
+    Soft labels ``prob`` = P(chosen is better) per pair (Lee et al. 2023, "RLAIF", §2.2: the RM is
+    trained on the AI labeller's soft preferences with cross-entropy): the expected loss over the label,
+    ``L = -p log sigma(r_c - r_r - m) - (1 - p) log sigma(r_r - r_c - m)``; minimised where
+    ``sigma(r_c - r_r) = p`` (``p = 0.5``: equal scores), and equal to the hard loss at ``p = 1``.
     """
     diff = r_chosen - r_rejected
-    if margin is not None:
-        diff = diff - margin
-    losses = -F.logsigmoid(diff)
+    m = 0.0 if margin is None else margin
+    losses = -F.logsigmoid(diff - m)
+    if prob is not None:
+        p = prob.to(device=diff.device, dtype=diff.dtype)
+        losses = p * losses - (1.0 - p) * F.logsigmoid(-diff - m)
     if centering_coef:
         losses = losses + centering_coef * (r_chosen + r_rejected) ** 2
     return losses
 
 
-@RM_LOSSES.register("bradley_terry", options=("margin", "centering_coef"))
+@RM_LOSSES.register("bradley_terry", options=("margin", "centering_coef", "prob"))
 def bradley_terry_grid(scores: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor,
                        margin: Optional[Union[torch.Tensor, float]] = None,
-                       centering_coef: float = 0.0) -> torch.Tensor:
+                       centering_coef: float = 0.0, prob: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Bradley-Terry on a grid: for a batch of strict pairs (K=2, candidate 0 preferred) ``bradley_terry``
-    of the two scores with margin and centering; a K-wise ranking uses all its strictly ordered pairs
-    (``pairwise_from_ranking``, the InstructGPT loss), where margins and centering do not apply."""
+    of the two scores with margin, centering and soft labels; a K-wise ranking uses all its strictly
+    ordered pairs (``pairwise_from_ranking``, the InstructGPT loss), where those do not apply."""
     pairs = scores.shape[1] == 2 and bool(valid.all()) and bool((ranks[:, 0] < ranks[:, 1]).all())
     if pairs:
-        return bradley_terry(scores[:, 0], scores[:, 1], margin, centering_coef)
+        return bradley_terry(scores[:, 0], scores[:, 1], margin, centering_coef, prob)
     return pairwise_from_ranking(scores, ranks, valid)
 
 

@@ -31,6 +31,12 @@ class PreferenceDataConfig(DataConfig):
     rejected_field: str = "rejected"
     # Optional per-pair margin (Llama 2), used by rm.loss=bradley_terry when present.
     margin_field: str = "margin"
+    # Optional per-pair probability that chosen is the better answer (a soft label: RLAIF's judge_prob,
+    # Lee et al. 2023), in [0, 1].
+    prob_field: str = "judge_prob"
+    # Train on prob_field where a pair has it: soft Bradley-Terry for rm, the DPO-family loss averaged over
+    # both label orders (label-smoothed DPO with eps = 1 - p per pair) for dpo. false = hard labels.
+    soft_labels: bool = True
     # K-wise ranking: the responses, best first unless ranks_field is given.
     responses_field: str = "responses"
     # K-wise ranking: one rank per response (0 = best, ties allowed).

@@ -3,7 +3,8 @@
 Record shapes (``data.format=auto`` detects them per record; field names are configurable):
 
 - pairwise: ``prompt``, ``chosen``, ``rejected`` (strings, or chat messages: the prompt a message list,
-  each answer a string or a list ending in the assistant message), optional ``margin``;
+  each answer a string or a list ending in the assistant message), optional ``margin`` and soft label
+  ``judge_prob`` (P(chosen is better), read when ``data.soft_labels``);
 - hh: ``chosen`` / ``rejected`` full "\\n\\nHuman: ... \\n\\nAssistant: ..." transcripts (Anthropic HH-RLHF),
   split into the shared prompt (everything up to the last "\\n\\nAssistant:") and two final answers;
 - ranking: ``prompt``, ``responses`` ordered best -> worst, or with explicit ``ranks`` (0 = best, ties
@@ -46,6 +47,7 @@ class PrefItem:
     prompt_lens: List[int]  # each sequence's answer starts here
     ranks: List[int]  # 0 = best; equal = tie. Pairs: [0, 1]
     margin: Optional[float] = None
+    prob: Optional[float] = None  # pairs: soft label, P(seqs[0] is better); None = a hard label (1)
     label: Optional[bool] = None  # kto: desirable?  (seqs[1] is the mismatched KL pair)
     step_ends: List[int] = field(default_factory=list)  # process: last token of each step in seqs[0]
     step_labels: List[int] = field(default_factory=list)
@@ -60,6 +62,7 @@ class LoadStats:
     records: int = 0
     skipped: int = 0
     truncated: int = 0
+    soft: int = 0  # pairs trained on a soft label
 
 
 class Encoder:
@@ -210,6 +213,16 @@ def parse_pair(rec: dict, d, fmt: str):
     return prompt, c, r, margin
 
 
+def soft_label(rec: dict, d) -> Optional[float]:
+    """The pair's P(chosen is better) from ``data.prob_field`` (None: absent, or data.soft_labels=false)."""
+    if not d.soft_labels or rec.get(d.prob_field) is None:
+        return None
+    p = rec[d.prob_field]
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"'{d.prob_field}' must be a probability in [0, 1] (data.soft_labels=false ignores it)")
+    return float(p)
+
+
 def parse_ranking(rec: dict, d):
     responses = rec.get(d.responses_field)
     if not isinstance(responses, list) or not responses:
@@ -275,7 +288,7 @@ def parse_record(rec: dict, d, enc: Encoder, kind: str, step_delimiter: str = "\
     if kind == "kto":
         return [PrefItem([p + ca], [len(p)], [0], label=True),
                 PrefItem([p + ra], [len(p)], [0], label=False)], cut
-    return [PrefItem([p + ca, p + ra], [len(p)] * 2, [0, 1], margin=margin)], cut
+    return [PrefItem([p + ca, p + ra], [len(p)] * 2, [0, 1], margin=margin, prob=soft_label(rec, d))], cut
 
 
 def add_kto_mismatched(items: List[PrefItem], seed: int, max_length: int) -> None:
@@ -302,6 +315,7 @@ def load_preferences(path, d, tokenizer, kind: str, limit: int = 0, seed: int = 
     for _, _, (items, cut) in parsed_records(path, lambda rec: parse_record(rec, d, enc, kind, step_delimiter),
                                              stats, d.skip_bad, limit):
         stats.truncated += int(cut)
+        stats.soft += sum(it.prob is not None for it in items)
         out.extend(items)
     if not out:
         raise DataError(f"{path}: no usable records ({stats.records} read, {stats.skipped} skipped)")
@@ -328,6 +342,7 @@ class PrefBatch:
     valid: torch.Tensor  # [B, K] bool
     ranks: torch.Tensor  # [B, K]
     margin: Optional[torch.Tensor]  # [B] (0 where a pair has none) or None
+    prob: Optional[torch.Tensor]  # [B] soft labels P(chosen is better) (1 where a pair has none) or None
     label: Optional[torch.Tensor]  # [B] bool (kto)
     ref_logps: Optional[torch.Tensor]  # [N] (precomputed reference)
     step_rows: torch.Tensor  # [M] process: row and position of each scored step
@@ -386,8 +401,10 @@ def collate_preferences(items: Sequence[PrefItem], pad_id: int, padding_free: bo
         batch = collate(seq_rows, pad_id, packed=False)
     has_margin = any(it.margin is not None for it in items)
     margin = torch.tensor([float(it.margin or 0.0) for it in items]) if has_margin else None
+    has_prob = any(it.prob is not None for it in items)
+    prob = torch.tensor([1.0 if it.prob is None else it.prob for it in items]) if has_prob else None
     label = torch.tensor([bool(it.label) for it in items]) if items[0].label is not None else None
-    return PrefBatch(batch.input_ids, batch.attention_mask, batch.labels, index, valid, ranks, margin, label,
+    return PrefBatch(batch.input_ids, batch.attention_mask, batch.labels, index, valid, ranks, margin, prob, label,
                      torch.tensor(refs) if len(refs) == len(rows) else None,
                      torch.tensor(srows, dtype=torch.long), torch.tensor(scols, dtype=torch.long),
                      torch.tensor(slabels, dtype=torch.float32), B, batch.num_pad, **flat)

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from rlhf_cli.algos.logprobs import token_logprobs
-from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, loss_spec
+from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, loss_spec, soft_label_losses
 from rlhf_cli.data.packing import IGNORE
 from rlhf_cli.data.preference import PrefItem, collate_preferences
 from rlhf_cli.models.forward import label_logprobs, lm_logits
@@ -84,8 +84,11 @@ class DPOTask:
         if self.spec["length_averaged"]:
             pol, ref = pol / count, (None if ref is None else ref / count)
         c, r = batch.index[:, 0], batch.index[:, 1]
-        losses, cr, rr = self.fn(pol[c], pol[r], None if ref is None else ref[c],
-                                 None if ref is None else ref[r], beta=d.beta, **self.kwargs)
+        args = (pol[c], pol[r], None if ref is None else ref[c], None if ref is None else ref[r])
+        if batch.prob is not None:  # soft labels (data.prob_field): the loss averaged over both label orders
+            losses, cr, rr = soft_label_losses(self.fn, batch.prob, *args, beta=d.beta, **self.kwargs)
+        else:
+            losses, cr, rr = self.fn(*args, beta=d.beta, **self.kwargs)
         loss_sum = losses.sum()
         return loss_sum, {"loss": float(loss_sum.detach()), "reward/chosen": float(cr.sum()),
                           "reward/rejected": float(rr.sum()), "reward/margin": float((cr - rr).sum()),
@@ -196,4 +199,5 @@ def run(ctx: RunContext) -> dict:
     model = model if model is not None else load_causal_lm(cfg.model, tokenizer)
     task = DPOTask(ctx, tokenizer.pad_token_id, ref, ref_is_base=base_ref and live)
     return fit(ctx, model, tokenizer, task, train, evals,
-               summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})
+               summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated,
+                             "pairs_soft_labels": st.soft})

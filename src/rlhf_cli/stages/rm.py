@@ -64,7 +64,7 @@ class RMTask:
             right = ((logits > 0).float() == batch.step_labels).sum()
             return loss_sum, {"loss": float(loss_sum.detach()), "step_accuracy": float(right)}
         grid = preference_scores(values, batch)
-        available = {"margin": batch.margin, "centering_coef": self.rm.centering_coef}
+        available = {"margin": batch.margin, "centering_coef": self.rm.centering_coef, "prob": batch.prob}
         options = {k: available[k] for k in RM_LOSSES.meta(self.rm.loss).get("options", ())}
         losses = RM_LOSSES.get(self.rm.loss)(grid, batch.ranks, batch.valid, **options)
         loss_sum = losses.sum()
@@ -91,7 +91,8 @@ def load_preference_splits(ctx: RunContext, tokenizer, kind: str, step_delimiter
 
     train, evals = load_train_eval(ctx, load)
     st = stats[d.path]
-    ctx.log(f"{ctx.cfg.stage} data: {st.records} records ({st.skipped} skipped, {st.truncated} truncated) -> "
+    soft = f", {st.soft} pairs with soft labels ({d.prob_field})" if st.soft else ""
+    ctx.log(f"{ctx.cfg.stage} data: {st.records} records ({st.skipped} skipped, {st.truncated} truncated{soft}) -> "
             f"{len(train)} train / {len(evals)} eval examples; precision {ctx.strategy.precision}, "
             f"{ctx.strategy.world_size} process(es), ZeRO-{ctx.cfg.engine.zero_stage}")
     return train, evals, st
@@ -107,4 +108,5 @@ def run(ctx: RunContext) -> dict:
     extra = {"reward_config.json": lambda summary: reward_config_text(cfg.rm, cfg.data, cfg.data.max_length,
                                                                        summary)}
     return fit(ctx, model, tokenizer, task, train, evals, extra_files=extra,
-               summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})
+               summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated,
+                             "pairs_soft_labels": st.soft})
