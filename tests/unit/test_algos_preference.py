@@ -5,11 +5,12 @@ import torch
 
 from rlhf_cli.algos.preference import (
     DPO_LOSSES,
+    dpo_loss,
+    ipo_loss,
     kto_kl_reference_point,
     kto_loss,
     loss_spec,
 )
-from rlhf_cli.algos.preference import dpo_loss, ipo_loss
 from rlhf_cli.algos.registry import UnknownNameError
 
 # policy chosen/rejected, ref chosen/rejected:

@@ -5,8 +5,8 @@ Every ``RM_LOSSES`` entry takes a grid of candidate scores::
     fn(scores[B,K], ranks[B,K], valid[B,K], **options) -> losses[B]
 
 and is registered with ``options``: the extra keyword arguments it accepts, from ``margin`` (the
-batch's per-pair margins), ``prob`` (its soft labels) and ``centering_coef`` (config). ``bradley_terry`` (pairs) is the two-score
-form used by the grid entry of the same name.
+batch's per-pair margins), ``prob`` (its soft labels) and ``centering_coef`` (config).
+``bradley_terry`` (pairs) is the two-score form used by the grid entry of the same name.
 
 Rankings: ``ranks`` are ints, 0 = best, equal values = tie; ``valid`` masks
 padding candidates (rows may have different numbers of candidates).
