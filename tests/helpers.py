@@ -36,23 +36,51 @@ def train_losses(out: Path, key: str = "loss") -> Dict[int, float]:
     return {r["step"]: r[key] for r in metrics(out) if key in r}
 
 
-def interrupted_then_resumed(args: Sequence[str], out: Path, after_steps: int = 3) -> None:
-    """Run `rlhf ARGS output_dir=OUT`, SIGTERM it once ``after_steps`` steps are logged (as a scheduler
-    would), check it checkpointed and exited 130, then rerun the same command to resume to the end."""
-    import signal
+PAUSE_HOOK = REPO / "tests" / "fixtures" / "pause"
+
+
+def hold_at(args: Sequence[str], out: Path, stop_check: int) -> subprocess.Popen:
+    """Start `rlhf ARGS output_dir=OUT` and return it once it is held at its ``stop_check``-th stop check
+    (after step N of a training loop, after chunk N of RLAIF; see tests/fixtures/pause/sitecustomize.py):
+    a signal sent now always lands at that point, however fast the run is. The test waits for the run to
+    get there (a condition), never for a time."""
     import time
 
+    marker = out.parent / f".{out.name}.paused"
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RLHF_TEST_PAUSE_AT": str(stop_check),
+           "RLHF_TEST_PAUSE_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join([str(PAUSE_HOOK), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen([sys.executable, "-m", "rlhf_cli.cli.app", *args, f"output_dir={out}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "metrics.jsonl").exists() and len(metrics(out)) >= after_steps:
-            break
-        time.sleep(0.2)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if not marker.exists():
+        proc.kill()
+        stdout, err = proc.communicate()
+        raise AssertionError(f"the run ended (rc {proc.returncode}) before stop check {stop_check}:\n"
+                             f"{stdout[-2000:]}\n{err[-2000:]}")
+    marker.unlink()
+    return proc
+
+
+def interrupt_at(args: Sequence[str], out: Path, stop_check: int) -> subprocess.CompletedProcess:
+    """``hold_at``, then SIGTERM (as a scheduler would); checks the run saved and exited 130."""
+    import signal
+
+    proc = hold_at(args, out, stop_check)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
-    assert list((out / "checkpoints").glob("step-*")), "no checkpoint written on SIGTERM"
+    stdout, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, f"rc {proc.returncode}:\n{stdout[-2000:]}\n{err[-2000:]}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, err)
+
+
+def interrupted_then_resumed(args: Sequence[str], out: Path, after_steps: int = 3) -> None:
+    """SIGTERM `rlhf ARGS output_dir=OUT` right after its step ``after_steps`` (``interrupt_at``), check it
+    saved a checkpoint and wrote no final/, then rerun the same command to resume to the end."""
+    interrupt_at(args, out, after_steps)
+    assert (out / "checkpoints" / f"step-{after_steps}").is_dir(), "no checkpoint written at the SIGTERM"
     assert not (out / "final").exists()
     rlhf([*args, f"output_dir={out}"])
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import REPO, TINY, metrics, rlhf
+from helpers import REPO, TINY, hold_at, interrupt_at, metrics, rlhf
 from prefdata import pairs, write_jsonl
 
 pytestmark = pytest.mark.e2e
@@ -61,8 +61,7 @@ def test_torn_cache_and_metrics_are_rebuilt_not_fatal(tmp_path):
     out = tmp_path / "dpo"
     args = ["train", "dpo", *TINY, f"data.path={data}", "train.micro_batch_size=2", "train.max_steps=4",
             "train.save_every=2", "data.eval_fraction=0", f"output_dir={out}"]
-    proc = launch(args)
-    wait_for_steps(out, 3, proc)
+    proc = hold_at(args[:-1], out, 3)  # after step 3 of 4 (the checkpoint of step 2 is on disk)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (out / "ref_logps.json").exists()
@@ -84,10 +83,7 @@ def _limit_file_size():
 def test_checkpoint_that_does_not_fit_keeps_the_last_good_one(tmp_path):
     out = tmp_path / "run"
     args = [*SFT, "train.max_steps=8", "train.save_every=2", f"output_dir={out}"]
-    first = launch(args)
-    wait_for_steps(out, 2, first)
-    first.send_signal(signal.SIGTERM)
-    first.communicate(timeout=300)
+    interrupt_at(args[:-1], out, 3)  # SIGTERM after step 3 of 8: checkpoints of steps 2 and 3
     from rlhf_cli.engine.checkpoints import list_checkpoints
 
     good = list_checkpoints(out / "checkpoints")
