@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import REPO, TINY, metrics, rlhf, save_tiny_judge
 from rlhf_cli.config.compose import compose
@@ -179,3 +180,41 @@ def test_smoke_pipeline_script(tmp_path):
         assert (tmp_path / "runs" / stage / "manifest.json").exists(), stage
         assert "\nseed: 3\n" in (tmp_path / "runs" / stage / "config.yaml").read_text()
     assert (tmp_path / "runs" / "dpo" / "final" / "model.safetensors").exists()
+
+
+@pytest.mark.e2e
+def test_interrupted_in_every_phase_resumes_to_the_same_files_and_weights(tmp_path):
+    """SIGTERM in the CAI-SL phase, in the preference phase and in the rlaif.then stage, each followed by a
+    rerun of the same command: the run continues from what it saved (main refused the rerun as finished or
+    started over) and ends with the files and weights of an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from helpers import interrupt_at
+
+    args = ["train", "rlaif", *FAST, "data.limit=6", "rlaif.num_responses=3", "rlaif.chunk_prompts=2",
+            "rlaif.then=dpo", "rlaif.then_overrides=['train.max_steps=3','data.eval_fraction=0',"
+            "'train.micro_batch_size=2','train.save_every=0']"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    rlhf([*args, f"output_dir={full}"])
+    # 6 prompts in chunks of 2: stop checks 1-3 are the SL chunks, 4-6 the preference chunks, 7- the DPO steps
+    interrupt_at(args, cut, 2)
+    assert len(list((cut / "rlaif_chunks").glob("sl.*"))) == 2 and not (cut / "sl_data.jsonl").exists()
+    assert not (cut / "manifest.json").exists()
+    interrupt_at(args, cut, 5)
+    assert len(list((cut / "rlaif_chunks").glob("preferences.*"))) == 2
+    interrupt_at(args, cut, 8)
+    assert (cut / "dpo" / "checkpoints" / "step-2").is_dir() and (cut / "preferences.jsonl").exists()
+    assert not (cut / "manifest.json").exists() and not (cut / "dpo" / "manifest.json").exists()
+    done = rlhf([*args, f"output_dir={cut}"])
+    assert "RLAIF phases already finished" in done.stdout and "Resumed from" in done.stdout
+    for name in ("sl_data.jsonl", "sl_chains.jsonl", "preferences.jsonl"):
+        assert (cut / name).read_text() == (full / name).read_text(), name
+    a, b = (load_file(str(d / "dpo" / "final" / "model.safetensors")) for d in (full, cut))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0)
+    la = {r["step"]: r["loss"] for r in metrics(full / "dpo") if "loss" in r}
+    lb = {r["step"]: r["loss"] for r in metrics(cut / "dpo") if "loss" in r}
+    assert sorted(lb) == [1, 2, 3] and all(lb[s] == pytest.approx(la[s], rel=1e-5) for s in la)
+    m = json.loads((cut / "manifest.json").read_text())["metrics"]
+    assert m["then"]["stage"] == "dpo" and m["pairs_kept"] == len(lines(cut / "preferences.jsonl"))
+    assert not list((cut / "rlaif_chunks").glob("*.chunk*"))  # merged, then dropped

@@ -71,6 +71,10 @@ class RLAIFSection(SamplingSection):
     cot: bool = False
     # [low, high] bounds of the chain-of-thought label probability.
     cot_clamp: List[float] = num(lambda: [0.4, 0.6], ge=0, le=1)
+    # Prompts per process per chunk: each chunk is sampled, judged and saved in one go, and a rerun after an
+    # interruption continues after the last saved chunk. Random draws are seeded per chunk, so this is part of
+    # what a run computes (keep it when resuming).
+    chunk_prompts: int = num(16, ge=1)
     # Keep a pair only when max(p, 1 - p) >= this (0.5 keeps all; 0.6 drops near-coin-flip labels).
     min_confidence: float = num(0.5, ge=0.5, le=1)
     # Then run this stage on the made data in the same command: none | sft (on sl_data.jsonl) | rm | dpo

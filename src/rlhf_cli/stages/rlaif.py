@@ -5,63 +5,87 @@ RL-AIF preference labels from a feedback model answering a principle's compariso
 2023 ("RLAIF vs. RLHF"): soft labels from the label tokens' probabilities, averaged over both orders.
 
 Every process takes its share of the prompts (``prompts[rank::world]``), runs the phases with the policy
-and the judge on its device (inference only: no optimizer, no DeepSpeed engine), and writes its records to
-``output_dir/.shards/``; after a barrier rank 0 merges them in prompt order into ``sl_data.jsonl``,
+and the judge on its device (inference only: no optimizer, no DeepSpeed engine), ``rlaif.chunk_prompts``
+prompts at a time, and saves each finished chunk under ``output_dir/rlaif_chunks/`` (``rlaif_chunks.py``):
+a SIGINT/SIGTERM stops after the current chunk, and a rerun of the same command reads the saved chunks back
+and continues. After a barrier rank 0 merges every chunk in prompt order into ``sl_data.jsonl``,
 ``sl_chains.jsonl`` and ``preferences.jsonl`` (the output dir is on a filesystem every node sees, as the
-launcher already requires). Counts and timings are summed with ``all_reduce``. ``rlaif.then`` then trains
-the next stage on the made file in the same command.
+launcher already requires) and marks the phases done. Counts are summed with ``all_reduce``.
+``rlaif.then`` then trains the next stage on the made file in the same command (resumable like any
+stage, in output_dir/<stage>); the manifest, which marks the run finished, is written after it.
 """
 from __future__ import annotations
 
 import gc
 import json
-import shutil
+import math
 import time
 from pathlib import Path
 from typing import Dict, List
 
 from rlhf_cli.data.constitution import load_constitution
-from rlhf_cli.data.rlaif import load_rlaif_prompts
+from rlhf_cli.data.rlaif import RLAIFPrompt, load_rlaif_prompts
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
 from rlhf_cli.output_files import write_output
 from rlhf_cli.rollout.judge import Judge, judge_dir_name, load_judge_model
-from rlhf_cli.stages.rlaif_phases import PhaseOut, Timers, cai_sl, rl_aif
+from rlhf_cli.stages.rlaif_chunks import (
+    CHUNK_DIR,
+    DONE,
+    chunk_path,
+    drop_chunks,
+    load_chunk,
+    merge_chunks,
+    read_done,
+    save_chunk,
+    write_done,
+)
+from rlhf_cli.stages.rlaif_phases import PREFERENCE_FILES, SL_FILES, PhaseOut, Timers, cai_sl, rl_aif
 from rlhf_cli.stages.runtime import Interrupted, RunContext, write_manifest
 
-FILES = ("sl_data.jsonl", "sl_chains.jsonl", "preferences.jsonl")
 COUNT_KEYS = ("sl_examples", "sl_empty_revisions", "sl_changed", "pairs_judged", "pairs_identical_or_empty",
               "pairs_kept", "order_flips", "label_mass_sum", "label_rows", "agree_averaged", "agree_order1",
               "agree_order2")
+PHASE_FILES = {"sl": SL_FILES, "preferences": PREFERENCE_FILES}
 
 
-def write_shards(ctx: RunContext, outs: List[PhaseOut]) -> Dict[str, int]:
-    """Each process writes its records; rank 0 merges them in (prompt, pair) order. Returns line counts."""
+def run_phase(ctx: RunContext, name: str, fn, mine: List[RLAIFPrompt], n_chunks: int, policy, judge, const,
+              timers: Timers) -> PhaseOut:
+    """One phase over this process's prompts, chunk by chunk: a saved chunk is read back, any other is
+    computed and saved; after each the run may stop (SIGINT/SIGTERM) and a rerun continues from there.
+    Every process runs the same number of chunks (an empty one where its share is shorter), so the stop
+    checks, a collective, line up."""
+    cfg, s, size = ctx.cfg, ctx.strategy, ctx.cfg.rlaif.chunk_prompts
+    total = PhaseOut({f: [] for f in PHASE_FILES[name]}, {})
+    reused = 0
+    for k in range(n_chunks):
+        path = chunk_path(ctx.out, name, s.rank, k)
+        part = load_chunk(path)
+        if part is None:
+            part = fn(cfg, s.rank, k, policy, judge, const, mine[k * size:(k + 1) * size], timers)
+            save_chunk(path, part)
+        else:
+            reused += 1
+        for f, recs in part.records.items():
+            total.records[f] += recs
+        for key, v in part.counts.items():
+            total.counts[key] = total.counts.get(key, 0.0) + v
+        if ctx.should_stop():
+            raise Interrupted(f"stopped in the {name} phase after chunk {k + 1}/{n_chunks}; its records are saved "
+                              "in output_dir/rlaif_chunks, rerun the same command to continue")
+    if reused:
+        ctx.log(f"{name}: {reused}/{n_chunks} chunk(s) read back from {ctx.out / CHUNK_DIR} (rank 0's count)")
+    return total
+
+
+def write_merged(ctx: RunContext, names: List[str]) -> Dict[str, int]:
+    """Rank 0 merges every process's saved chunks into the output files; returns their line counts."""
     s = ctx.strategy
-    shard_dir = ctx.out / ".shards"
-    if s.is_main:
-        shutil.rmtree(shard_dir, ignore_errors=True)
-        shard_dir.mkdir(parents=True)
-    s.barrier()
-    names = [n for o in outs for n in o.records]
-    for o in outs:
-        for name, recs in o.records.items():
-            with open(shard_dir / f"{name}.rank{s.rank}", "w") as f:
-                for rec in recs:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    s.barrier()
+    s.barrier()  # every process's chunks are on disk
     lines: Dict[str, int] = {}
     if s.is_main:
-        for name in names:
-            recs = []
-            for r in range(s.world_size):
-                part = shard_dir / f"{name}.rank{r}"
-                recs += [json.loads(x) for x in part.read_text().splitlines() if x.strip()]
-            recs.sort(key=lambda x: x["_order"])
-            for rec in recs:
-                rec.pop("_order")
+        for name, recs in merge_chunks(ctx.out, names).items():
             write_output(ctx.out / name, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in recs))
             lines[name] = len(recs)
-        shutil.rmtree(shard_dir, ignore_errors=True)
     s.barrier()
     return lines
 
@@ -86,6 +110,7 @@ def load_models(ctx: RunContext, tokenizer):
 
 def summarise(ctx: RunContext, outs: List[PhaseOut], timers: Timers, lines: Dict[str, int], const,
               prompts_total: int, wall: float) -> dict:
+    """The run's counts (over every chunk, saved or computed now) and this run's timings."""
     cfg, s = ctx.cfg, ctx.strategy
     local = {k: 0.0 for k in COUNT_KEYS}
     for o in outs:
@@ -120,6 +145,31 @@ def summarise(ctx: RunContext, outs: List[PhaseOut], timers: Timers, lines: Dict
 
 
 def run(ctx: RunContext) -> dict:
+    cfg, r, d = ctx.cfg, ctx.cfg.rlaif, ctx.cfg.data
+    summary = read_done(ctx.out)
+    if summary is None:
+        summary = make_data(ctx)
+    else:
+        ctx.log(f"RLAIF phases already finished in {ctx.out} (output_dir/{CHUNK_DIR}/{DONE}); continuing")
+    if r.then != "none":
+        summary["then"] = {"stage": r.then, "output_dir": str(Path(cfg.output_dir) / r.then)}
+        made = ctx.out / ("sl_data.jsonl" if r.then == "sft" else "preferences.jsonl")
+        if r.then != "sft" and summary.get("pairs_kept", 0) < 2:
+            from rlhf_cli.errors import DataError
+
+            raise DataError(f"rlaif.then={r.then}: {made} has {summary.get('pairs_kept', 0)} pairs (need >= 2); "
+                            "lower rlaif.min_confidence or use more prompts")
+        from rlhf_cli.stages.then import run_then
+
+        run_then(ctx, r.then, made, list(r.then_overrides), r.then_conf)
+    # last: a manifest means "finished", so an interrupted rlaif.then stage must not find one
+    write_manifest(ctx, summary, {"data.path": d.path})
+    ctx.log(f"Done: {ctx.out}")
+    return summary
+
+
+def make_data(ctx: RunContext) -> dict:
+    """Both phases, resumable chunk by chunk; writes the merged files and done.json; returns the summary."""
     cfg, s, r, d = ctx.cfg, ctx.strategy, ctx.cfg.rlaif, ctx.cfg.data
     t_start = time.time()
     const = load_constitution(r.constitution)
@@ -127,45 +177,32 @@ def run(ctx: RunContext) -> dict:
     prompts, st = load_rlaif_prompts(d.path, d, tokenizer, max_prompt_tokens=d.max_length - r.max_new_tokens,
                                      limit=d.limit, need_pair=r.responses == "data" and r.phases != "sl")
     mine = prompts[s.rank::s.world_size]
+    n_chunks = math.ceil(math.ceil(len(prompts) / s.world_size) / r.chunk_prompts)  # the same on every process
     no_pair = f", {st.no_pair} without a single-turn pair" if st.no_pair else ""
     ctx.log(f"RLAIF data: {st.records} records ({st.skipped} skipped, {st.too_long} over the prompt budget"
             f"{no_pair}) -> "
-            f"{len(prompts)} prompts, {len(mine)} on this process; phases={r.phases}; constitution "
-            f"{const.path.name} ({len(const.principles)} principles, sha256 {const.sha256[:12]}); judge "
-            f"{judge_dir_name(cfg.judge.path)}; {s.world_size} process(es), precision {s.precision}")
+            f"{len(prompts)} prompts, {len(mine)} on this process in {n_chunks} chunk(s); phases={r.phases}; "
+            f"constitution {const.path.name} ({len(const.principles)} principles, sha256 {const.sha256[:12]}); "
+            f"judge {judge_dir_name(cfg.judge.path)}; {s.world_size} process(es), precision {s.precision}")
     policy, judge = load_models(ctx, tokenizer)
-    timers, outs = Timers(), []
-
-    def stop() -> bool:
-        return ctx.should_stop()
-
+    timers, outs, names = Timers(), [], []
     if r.phases in ("sl", "both"):
-        outs.append(cai_sl(cfg, s.rank, policy, judge, const, mine, timers, stop))
+        outs.append(run_phase(ctx, "sl", cai_sl, mine, n_chunks, policy, judge, const, timers))
+        names += SL_FILES
         ctx.log(f"CAI-SL: {r.revisions} critique/revision round(s) on {len(mine)} prompts (this process)")
-    if stop():
-        raise Interrupted("stopped before the preferences phase; nothing written, rerun to start again")
     if r.phases in ("preferences", "both"):
-        outs.append(rl_aif(cfg, s.rank, policy, judge, const, mine, timers))
-    lines = write_shards(ctx, outs)
+        outs.append(run_phase(ctx, "preferences", rl_aif, mine, n_chunks, policy, judge, const, timers))
+        names += PREFERENCE_FILES
+    lines = write_merged(ctx, names)
     summary = summarise(ctx, outs, timers, lines, const, len(prompts), time.time() - t_start)
     ctx.metrics.write(1, {k: v for k, v in summary.items() if isinstance(v, (int, float))})
     report = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
                        if isinstance(v, (int, float)))
-    ctx.log(f"RLAIF: {report}; files {lines}")
+    ctx.log(f"RLAIF: {report}; files {summary['files']}")
+    if s.is_main:
+        write_done(ctx.out, summary)
+        drop_chunks(ctx.out)
+    s.barrier()
     del policy, judge
     gc.collect()
-    if r.then != "none":
-        summary["then"] = {"stage": r.then, "output_dir": str(Path(cfg.output_dir) / r.then)}
-    write_manifest(ctx, summary, {"data.path": d.path})
-    if r.then != "none":
-        from rlhf_cli.stages.then import run_then
-
-        made = ctx.out / ("sl_data.jsonl" if r.then == "sft" else "preferences.jsonl")
-        if r.then != "sft" and summary.get("pairs_kept", 0) < 2:
-            from rlhf_cli.errors import DataError
-
-            raise DataError(f"rlaif.then={r.then}: {made} has {summary.get('pairs_kept', 0)} pairs (need >= 2); "
-                            "lower rlaif.min_confidence or use more prompts")
-        run_then(ctx, r.then, made, list(r.then_overrides), r.then_conf)
-    ctx.log(f"Done: {ctx.out}")
     return summary

@@ -1,4 +1,7 @@
-"""The two RLAIF phases on one process's share of the prompts.
+"""The two RLAIF phases on one chunk of one process's share of the prompts.
+
+Every random draw is seeded by (seed, phase, rank, chunk[, round]), so a chunk computes the same records
+whether the run is fresh or resumed (``stages/rlaif.py`` saves each chunk and skips saved ones).
 
 CAI-SL (Bai et al. 2022, sec. 3.1): sample a response, then for ``rlaif.revisions`` rounds draw a
 principle, ask the judge for a critique under its critique request, then for a revision under its
@@ -52,29 +55,33 @@ def judge_params(j) -> SamplingParams:
     return SamplingParams(max_new_tokens=j.max_new_tokens, temperature=j.temperature)
 
 
-def cai_sl(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, prompts: Sequence[RLAIFPrompt],
-           timers: Timers, stop=lambda: False) -> PhaseOut:
+SL_FILES = ("sl_data.jsonl", "sl_chains.jsonl")
+PREFERENCE_FILES = ("preferences.jsonl",)
+
+
+def cai_sl(cfg, rank: int, chunk: int, policy: Judge, judge: Judge, const: Constitution,
+           prompts: Sequence[RLAIFPrompt], timers: Timers) -> PhaseOut:
     """Critique -> revision chains; sl_data.jsonl + sl_chains.jsonl records."""
     r, j, dev = cfg.rlaif, cfg.judge, policy.device
+    if not prompts:
+        return PhaseOut({name: [] for name in SL_FILES}, {})
     t0 = time.time()
     current = policy.generate([p.ids for p in prompts], SamplingParams.from_section(r),
-                              generator(dev, cfg.seed, 1, rank))
+                              generator(dev, cfg.seed, 1, rank, chunk))
     timers.add("generate", t0)
     chains = [{"prompt": pref_prompt(p), "initial_response": c, "rounds": []} for p, c in zip(prompts, current)]
     kept_previous = 0
     for rnd in range(r.revisions):
-        if stop():
-            break
         drawn = [const.draw(cfg.seed, 1, p.index, rnd) for p in prompts]
         t0 = time.time()
         crit_in = [judge.encode(const.render("critique", prompt=p.text, response=c,
                                              critique_request=pr.critique_request))
                    for p, c, pr in zip(prompts, current, drawn)]
-        critiques = judge.generate(crit_in, judge_params(j), generator(dev, cfg.seed, 2, rank, rnd))
+        critiques = judge.generate(crit_in, judge_params(j), generator(dev, cfg.seed, 2, rank, chunk, rnd))
         rev_in = [judge.encode(const.render("revision", prompt=p.text, response=c, critique=cr,
                                             revision_request=pr.revision_request))
                   for p, c, cr, pr in zip(prompts, current, critiques, drawn)]
-        revisions = judge.generate(rev_in, judge_params(j), generator(dev, cfg.seed, 3, rank, rnd))
+        revisions = judge.generate(rev_in, judge_params(j), generator(dev, cfg.seed, 3, rank, chunk, rnd))
         timers.add("judge_generate", t0)
         for i, (pr, cr, rev) in enumerate(zip(drawn, critiques, revisions)):
             chains[i]["rounds"].append({"principle": pr.name, "critique_request": pr.critique_request,
@@ -93,7 +100,8 @@ def cai_sl(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, pro
                      "sl_changed": sum(c["final_response"] != c["initial_response"] for c in chains)})
 
 
-def candidates(cfg, rank: int, policy: Judge, prompts: Sequence[RLAIFPrompt], timers: Timers) -> List[List[str]]:
+def candidates(cfg, rank: int, chunk: int, policy: Judge, prompts: Sequence[RLAIFPrompt],
+               timers: Timers) -> List[List[str]]:
     """The responses compared per prompt: the record's (chosen, rejected) pair, or K policy samples."""
     r = cfg.rlaif
     if r.responses == "data":
@@ -101,12 +109,12 @@ def candidates(cfg, rank: int, policy: Judge, prompts: Sequence[RLAIFPrompt], ti
     K = r.num_responses
     t0 = time.time()
     flat = policy.generate([p.ids for p in prompts for _ in range(K)], SamplingParams.from_section(r),
-                           generator(policy.device, cfg.seed, 4, rank))
+                           generator(policy.device, cfg.seed, 4, rank, chunk))
     timers.add("generate", t0)
     return [flat[k * K:(k + 1) * K] for k in range(len(prompts))]
 
 
-def judge_orders(cfg, judge: Judge, const: Constitution, items: List[tuple], rank: int,
+def judge_orders(cfg, judge: Judge, const: Constitution, items: List[tuple], rank: int, chunk: int,
                  timers: Timers) -> torch.Tensor:
     """Label probs [2N, 2] for items (prompt, principle, response 1, response 2): rows [0, N) show response
     1 as label A, rows [N, 2N) swap the order. With CoT the judge first writes its reasoning."""
@@ -123,7 +131,7 @@ def judge_orders(cfg, judge: Judge, const: Constitution, items: List[tuple], ran
     if r.cot:
         t0 = time.time()
         heads = [judge.encode(t) for t in texts]
-        reasons = judge.generate(heads, judge_params(j), generator(judge.device, cfg.seed, 5, rank))
+        reasons = judge.generate(heads, judge_params(j), generator(judge.device, cfg.seed, 5, rank, chunk))
         timers.add("judge_generate", t0)
         tail = judge.answer_prefix(const.render("compare_cot_answer", **labels_fmt), [la, lb])
         ids = [h + judge.text_ids(rs + tail) for h, rs in zip(heads, reasons)]
@@ -135,20 +143,22 @@ def judge_orders(cfg, judge: Judge, const: Constitution, items: List[tuple], ran
     return probs, mass
 
 
-def rl_aif(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, prompts: Sequence[RLAIFPrompt],
-           timers: Timers) -> PhaseOut:
+def rl_aif(cfg, rank: int, chunk: int, policy: Judge, judge: Judge, const: Constitution,
+           prompts: Sequence[RLAIFPrompt], timers: Timers) -> PhaseOut:
     """AI-labelled soft preferences; preferences.jsonl records and the counts behind the report."""
     t_phase = time.time()
     try:
-        return _rl_aif(cfg, rank, policy, judge, const, prompts, timers)
+        return _rl_aif(cfg, rank, chunk, policy, judge, const, prompts, timers)
     finally:
         timers.add("preferences", t_phase)
 
 
-def _rl_aif(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, prompts: Sequence[RLAIFPrompt],
-            timers: Timers) -> PhaseOut:
+def _rl_aif(cfg, rank: int, chunk: int, policy: Judge, judge: Judge, const: Constitution,
+            prompts: Sequence[RLAIFPrompt], timers: Timers) -> PhaseOut:
     r = cfg.rlaif
-    cands = candidates(cfg, rank, policy, prompts, timers)
+    if not prompts:
+        return PhaseOut({name: [] for name in PREFERENCE_FILES}, {})
+    cands = candidates(cfg, rank, chunk, policy, prompts, timers)
     items, where, identical = [], [], 0
     for p, resp in zip(prompts, cands):
         for k, (i, jj) in enumerate(itertools.combinations(range(len(resp)), 2)):
@@ -160,7 +170,7 @@ def _rl_aif(cfg, rank: int, policy: Judge, judge: Judge, const: Constitution, pr
     counts = {"pairs_judged": len(items), "pairs_identical_or_empty": identical}
     if not items:
         return PhaseOut({"preferences.jsonl": []}, {**counts, "pairs_kept": 0})
-    probs, mass = judge_orders(cfg, judge, const, items, rank, timers)
+    probs, mass = judge_orders(cfg, judge, const, items, rank, chunk, timers)
     n = len(items)
     p1, p2 = probs[:n], probs[n:]
     if r.cot:

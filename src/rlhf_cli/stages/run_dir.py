@@ -5,7 +5,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from rlhf_cli.engine.checkpoints import list_checkpoints
 from rlhf_cli.errors import RunDirError
@@ -13,7 +13,7 @@ from rlhf_cli.output_files import write_output
 
 OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb", "ref_logps.json",
          "samples.jsonl", "critic", "metrics.prev.jsonl",
-         "sl_data.jsonl", "sl_chains.jsonl", "preferences.jsonl", ".shards")  # the last four: rlaif
+         "sl_data.jsonl", "sl_chains.jsonl", "preferences.jsonl", "rlaif_chunks")  # the last four: rlaif
 LOCK = ".lock"
 # Settings that change which weights a checkpoint holds: resuming with another value is refused.
 MODEL_SHAPE_KEYS = ("model.name", "model.path", "model.tiny.", "model.lora.")
@@ -64,25 +64,37 @@ def changed_keys(old_yaml: str, new_yaml: str) -> List[str]:
             if a.get(k) != b.get(k) and k not in skip]
 
 
-def check_output_dir(cfg) -> List[int]:
-    """The resume/overwrite rules, read-only (every node of a multi-node run checks them). Returns the
-    checkpoint steps found."""
+def saved_progress(out: Path) -> Optional[str]:
+    """What a rerun into ``out`` would resume from: "step N" (the newest complete checkpoint), "N saved
+    RLAIF chunk(s)", or None (nothing: a fresh start)."""
+    from rlhf_cli.stages.rlaif_chunks import saved_chunks
+
+    steps = list_checkpoints(out / "checkpoints")
+    if steps:
+        return f"step {steps[-1]}"
+    chunks = saved_chunks(out)
+    return f"{chunks} saved RLAIF chunk(s)" if chunks else None
+
+
+def check_output_dir(cfg) -> Optional[str]:
+    """The resume/overwrite rules, read-only (every node of a multi-node run checks them). Returns the saved
+    progress found (``saved_progress``)."""
     out = Path(cfg.output_dir)
     if (out.exists() and any(p.name != LOCK for p in out.iterdir()) and not (out / "config.yaml").exists()
             and not cfg.overwrite):
         raise RunDirError(f"output_dir={out} exists and is not an rlhf-cli run; choose another or pass overwrite=true")
-    ckpts = list_checkpoints(out / "checkpoints")
+    progress = saved_progress(out)
     if cfg.overwrite:
-        return ckpts
+        return progress
     if (out / "manifest.json").exists():
         raise RunDirError(f"output_dir={out} holds a finished run; pass overwrite=true to replace it "
                           "or choose another output_dir")
-    if ckpts and cfg.resume == "false":
-        raise RunDirError(f"output_dir={out} has checkpoints (step {ckpts[-1]}); pass resume=true to continue "
+    if progress and cfg.resume == "false":
+        raise RunDirError(f"output_dir={out} has saved progress ({progress}); pass resume=true to continue "
                           "or overwrite=true to start over")
-    if not ckpts and cfg.resume == "true":
+    if not progress and cfg.resume == "true":
         raise RunDirError(f"resume=true but output_dir={out} has no checkpoint")
-    return ckpts
+    return progress
 
 
 def prepare_output_dir(cfg, config_yaml: str) -> Path:
@@ -91,9 +103,9 @@ def prepare_output_dir(cfg, config_yaml: str) -> Path:
     out = Path(cfg.output_dir)
     check_output_dir(cfg)
     lock_output_dir(out)  # before anything is removed or written: one run per output_dir
-    ckpts = check_output_dir(cfg)  # again under the lock: another run may have finished meanwhile
+    progress = check_output_dir(cfg)  # again under the lock: another run may have finished meanwhile
     if cfg.overwrite:
-        ckpts = []
+        progress = None
         for name in OWNED:
             p = out / name
             if p.is_dir():
@@ -102,21 +114,21 @@ def prepare_output_dir(cfg, config_yaml: str) -> Path:
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     old = out / "config.yaml"
-    if old.exists() and old.read_text() != config_yaml and ckpts and not cfg.overwrite:
+    if old.exists() and old.read_text() != config_yaml and progress and not cfg.overwrite:
         changes = changed_keys(old.read_text(), config_yaml)
         shape = [c for c in changes if c.startswith(MODEL_SHAPE_KEYS)]
         if shape:
-            raise RunDirError(f"output_dir={out}: cannot resume step {ckpts[-1]} with a changed model "
+            raise RunDirError(f"output_dir={out}: cannot resume {progress} with a changed model "
                               f"({'; '.join(shape)}); its checkpoint holds other weights. Pass overwrite=true "
                               "or choose another output_dir")
         if changes:
-            print(f"resuming {out} (step {ckpts[-1]}) with changed settings: {'; '.join(changes)}", file=sys.stderr)
+            print(f"resuming {out} ({progress}) with changed settings: {'; '.join(changes)}", file=sys.stderr)
     if old.exists() and old.read_text() != config_yaml:
         n = 1
         while (out / f"config.prev-{n}.yaml").exists():
             n += 1
         os.replace(old, out / f"config.prev-{n}.yaml")  # kept: the earlier attempt's settings
-    if not ckpts and (out / "metrics.jsonl").exists():
+    if not progress and (out / "metrics.jsonl").exists():
         os.replace(out / "metrics.jsonl", out / "metrics.prev.jsonl")  # an attempt that never checkpointed
     write_output(out / "config.yaml", config_yaml)
     return out / "config.yaml"

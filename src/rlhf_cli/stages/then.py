@@ -33,6 +33,12 @@ def run_then(ctx, stage: str, data_file: Path, extra: Sequence[str] = (), recipe
 
     cfg = ctx.cfg
     sub = compose(stage, recipe, then_overrides(cfg, stage, data_file) + list(extra))
+    done = Path(sub.output_dir) / "manifest.json"
+    if done.exists() and not sub.overwrite:  # finished before this run was interrupted: nothing left to do
+        import json
+
+        ctx.log(f"rlaif.then={stage}: {sub.output_dir} already finished")
+        return json.loads(done.read_text())["metrics"]
     if ctx.strategy.is_main:
         prepare_output_dir(sub, to_yaml(sub))
     ctx.strategy.barrier()
