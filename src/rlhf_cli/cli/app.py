@@ -8,9 +8,12 @@ import typer
 
 from rlhf_cli.errors import RlhfError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: help texts are printed as written; Rich markup would eat every [bracketed] word of
+# the usage lines ([key=value ...], models=[A,B], [--json]).
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="rlhf-cli: SFT, reward models, DPO, GRPO, PPO, RLAIF on DeepSpeed ZeRO.")
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+STAGE_HELP = "sft | rm | dpo | grpo | ppo | rlaif (rlhf stages lists them)"
 
 
 def fail(e: Exception, debug: bool) -> None:
@@ -29,7 +32,8 @@ def fail(e: Exception, debug: bool) -> None:
 
 
 @app.command(context_settings=EXTRA)
-def train(ctx: typer.Context, stage: str = typer.Argument(..., help="sft | rm | dpo | grpo | ..."),
+def train(ctx: typer.Context,
+          stage: str = typer.Argument(..., metavar="STAGE", help=STAGE_HELP),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the config and launch command only"),
           nproc: Optional[int] = typer.Option(None, "--nproc", help="processes per node (default: GPUs, or 1)"),
           hostfile: Optional[str] = typer.Option(None, "--hostfile", help="DeepSpeed hostfile for multi-node (ssh)"),
@@ -42,7 +46,9 @@ def train(ctx: typer.Context, stage: str = typer.Argument(..., help="sft | rm | 
           master_port: Optional[int] = typer.Option(None, "--master-port", help="port on the master (default: "
                                                     "$MASTER_PORT or 29500)"),
           debug: bool = typer.Option(False, "--debug", help="tracebacks and library logs")):
-    """Train a stage: rlhf train STAGE [conf=recipe.yaml] [key=value ...]"""
+    """Train a stage.
+
+    rlhf train STAGE [conf=recipe.yaml] [key=value ...]"""
     from rlhf_cli.cli.train import run_train
 
     try:
@@ -63,7 +69,8 @@ def stages():
 
 
 @app.command(context_settings=EXTRA)
-def config(ctx: typer.Context, stage: str, debug: bool = typer.Option(False, "--debug")):
+def config(ctx: typer.Context, stage: str = typer.Argument(..., metavar="STAGE", help=STAGE_HELP),
+           debug: bool = typer.Option(False, "--debug")):
     """Print the fully resolved config of a stage as YAML."""
     from rlhf_cli.cli.args import split_args
     from rlhf_cli.config.choices import annotate_choices
@@ -80,7 +87,9 @@ def config(ctx: typer.Context, stage: str, debug: bool = typer.Option(False, "--
 
 @app.command(context_settings=EXTRA)
 def generate(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
-    """Sample from a checkpoint: rlhf generate model=RUN_OR_MODEL_DIR prompt="..." [max_new_tokens=128]"""
+    """Sample from a checkpoint.
+
+    rlhf generate model=RUN_OR_MODEL_DIR prompt="..." [max_new_tokens=128]"""
     from rlhf_cli.cli.generate import run_generate
 
     try:
@@ -91,7 +100,9 @@ def generate(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
 @app.command(context_settings=EXTRA)
 def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
-    """Chat with a model in the terminal: rlhf chat model=... (/help for commands; Ctrl-D quits)"""
+    """Chat with a model in the terminal.
+
+    rlhf chat model=RUN_OR_MODEL_DIR (/help for commands; Ctrl-D quits)"""
     from rlhf_cli.cli.chat import run_chat
 
     try:
@@ -101,9 +112,12 @@ def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 
 
 @app.command(name="eval", context_settings=EXTRA)
-def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accuracy | gsm8k | ..."),
+def evaluate(ctx: typer.Context,
+             kind: str = typer.Argument(..., metavar="KIND", help="rm-accuracy | gsm8k | win-rate | kl | perplexity"),
              debug: bool = typer.Option(False, "--debug")):
-    """Evaluate a model: rlhf eval KIND model=... data=... [out=FILE]; prints JSON."""
+    """Evaluate a model; prints JSON.
+
+    rlhf eval KIND model=... data=... [out=FILE]"""
     import json
 
     from rlhf_cli.evals import get_eval
@@ -124,7 +138,9 @@ def evaluate(ctx: typer.Context, kind: str = typer.Argument(..., help="rm-accura
 
 @app.command(context_settings=EXTRA)
 def label(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
-    """Rank responses in the terminal: rlhf label prompts=FILE models=[runs/sft,runs/dpo] k=4 out=rankings.jsonl"""
+    """Rank responses in the terminal (human feedback).
+
+    rlhf label prompts=FILE models=[runs/sft,runs/dpo] k=4 out=rankings.jsonl"""
     from rlhf_cli.cli.label import run_label
 
     try:
@@ -136,7 +152,9 @@ def label(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
 @app.command(context_settings=EXTRA)
 def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
         debug: bool = typer.Option(False, "--debug")):
-    """Ratings from judgements: rlhf elo rankings.jsonl [pairs.jsonl ...] [k=4 bootstrap=1000] [--json]"""
+    """Bradley-Terry / Elo ratings from judgements.
+
+    rlhf elo rankings.jsonl [pairs.jsonl ...] [k=4 bootstrap=1000] [--json]"""
     from rlhf_cli.cli.elo import run_elo
 
     try:
@@ -148,7 +166,9 @@ def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="
 @app.command(context_settings=EXTRA)
 def report(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print what was drawn as JSON"),
            debug: bool = typer.Option(False, "--debug")):
-    """Plots: rlhf report RUN [RUN ...] [elo=ELO.json] out=FILE.png|FILE.html"""
+    """Plots of runs (and ratings).
+
+    rlhf report RUN [RUN ...] [elo=ELO.json] out=FILE.png|FILE.html"""
     from rlhf_cli.cli.report import run_report
 
     try:
@@ -159,7 +179,9 @@ def report(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
 @app.command()
 def setup():
-    """Prepare the embedded default model (convert the bundled GGUF once into $RLHF_HOME)."""
+    """Prepare the embedded default model.
+
+    Converts the bundled GGUF once into $RLHF_HOME."""
     from rlhf_cli.models.embedded import ensure_embedded_model
 
     try:
@@ -171,7 +193,9 @@ def setup():
 @app.command(context_settings=EXTRA)
 def quickstart(ctx: typer.Context, nproc: int = typer.Option(2, "--nproc"),
                debug: bool = typer.Option(False, "--debug")):
-    """Short SFT of the embedded model on bundled GSM8K chats, with a sample answer before and after."""
+    """A short SFT of the embedded model, before/after.
+
+    Trains on the bundled GSM8K chats and prints one answer before and after."""
     from rlhf_cli.cli.quickstart import run_quickstart
 
     try:
@@ -184,8 +208,10 @@ def quickstart(ctx: typer.Context, nproc: int = typer.Option(2, "--nproc"),
 @app.command(context_settings=EXTRA)
 def bench(ctx: typer.Context, vs: Optional[str] = typer.Option(None, "--vs", help="Compare with a peer: trl"),
           debug: bool = typer.Option(False, "--debug")):
-    """Throughput figures: matmul peak, then training tokens/s and fraction of that peak (--vs trl: side by
-    side with TRL's trainers, as ratios)."""
+    """Throughput figures against the matmul peak.
+
+    The matmul peak, then training tokens/s and the fraction of that peak (--vs trl: side by side with
+    TRL's trainers, as ratios)."""
     from rlhf_cli.cli.bench import run_bench
 
     try:
