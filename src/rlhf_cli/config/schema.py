@@ -44,8 +44,8 @@ class LoraConfig:
     # found necessary to match full fine-tuning); the LM head and embeddings stay frozen.
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                "up_proj", "down_proj"])
-    # Also write a merged plain HF model into final/ (beside the adapter), so the next stage and
-    # `rlhf generate` load it like any other model.
+    # final/ is the merged plain HF model (W0 + alpha/r B A), with the adapter in final/adapter/, so the next
+    # stage and `rlhf generate` load it like any other model; false = final/ holds the adapter only.
     merge: bool = True
     # none | 4bit: QLoRA (Dettmers et al. 2023), NF4 base weights; needs CUDA and bitsandbytes.
     quantize: str = "none"

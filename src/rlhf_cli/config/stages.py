@@ -17,7 +17,7 @@ class DataConfig:
     """Where the data is and how long a sequence may be; shape-specific fields are in the subclasses."""
 
     # Training file: .jsonl, .jsonl.gz, .json, .parquet, or a datasets.save_to_disk dir.
-    # 'builtin:NAME' names an example file shipped with rlhf-cli (see `rlhf data` / examples/).
+    # 'builtin:NAME' names an example file shipped with rlhf-cli (the package's examples/ folder).
     path: str = MISSING
     # Held-out file; null = split eval_fraction of path off (deterministic by seed).
     eval_path: Optional[str] = None
