@@ -37,7 +37,40 @@ def test_vs_rows_take_each_sides_best_round():
 
 def test_grpo_comparison_plans_the_same_batch_for_both_sides():
     [(label, ours, [(mode, theirs)])] = plan("grpo", {"generations": "8"})
-    assert label == "grpo step" and ours == theirs and ours["generations"] == 8 and ours["prompts"] == 2
+    assert label == "grpo step" and ours["generations"] == 8 and ours["prompts"] == 2
+    assert {k: v for k, v in theirs.items() if k != "gc"} == ours and theirs["gc"] is False
+
+
+def test_data_sets_and_trl_checkpointing_options():
+    """data= gives both sides the same records (ours as a jsonl file, TRL's as conversational rows);
+    trl_gc=both runs each TRL mode with and without activation checkpointing."""
+    import json
+
+    from rlhf_cli.bench.data import trl_records, write
+    from rlhf_cli.errors import ConfigError
+
+    [(label, ours, modes)] = plan("rm", {"data": "gsm8k", "trl_gc": "both"})
+    assert label == "rm gsm8k seq 512" and [m for m, _ in modes] == ["", "gc"]
+    assert [kw["gc"] for _, kw in modes] == [False, True] and all(kw["data"] == "gsm8k" for _, kw in modes)
+    [(_, _, sft_modes)] = plan("sft", {"data": "hh"})
+    assert [m for m, _ in sft_modes] == ["packed", "padded"]
+    with pytest.raises(ConfigError, match="data=ultra: must be one of hh, gsm8k"):
+        plan("dpo", {"data": "ultra"})
+    with pytest.raises(ConfigError, match="trl_gc=maybe"):
+        plan("dpo", {"trl_gc": "maybe"})
+    for stage, data in (("dpo", "gsm8k"), ("dpo", "hh"), ("sft", "hh"), ("sft", "gsm8k")):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            mine = [json.loads(x) for x in write(stage, data, 8, tmp).read_text().splitlines()]
+        theirs = trl_records(stage, data, 8)
+        assert len(mine) == len(theirs) == 8
+        for a, b in zip(mine, theirs):
+            assert a["prompt"] == b["prompt"] and a["prompt"][-1]["role"] == "user"
+            if stage == "dpo":
+                assert b["chosen"] == [{"role": "assistant", "content": a["chosen"]}] and a["chosen"] != a["rejected"]
+            else:
+                assert a["completion"] == b["completion"]
 
 
 def test_training_rows_measure_after_the_same_warmup_on_both_sides():

@@ -35,17 +35,6 @@ def model_dir(stage: str) -> str:
     return str(model_source(cfg.model))
 
 
-def builtin_records(name: str, limit: int) -> List[dict]:
-    from rlhf_cli.data.readers import read_records
-
-    out = []
-    for _, rec in read_records(f"builtin:{name}"):
-        out.append(rec)
-        if len(out) == limit:
-            break
-    return out
-
-
 class StepMeter:
     """Real tokens the policy's forwards saw, and wall time, per optimizer step."""
 
@@ -81,51 +70,44 @@ class StepMeter:
         return {"tokens_per_s": round(sum(n for _, n in steps) / t, 1), "step_time": round(t / len(steps), 3)}
 
 
-def common_args(cls, out: str, steps: int, batch: int, **kw):
+def common_args(cls, out: str, steps: int, batch: int, gc: bool = False, **kw):
+    """TrainingArguments of a TRL config class as our runs are set up. ``gc``: TRL's activation
+    checkpointing, which TRL turns on by default (~30% more compute); ours is off by default, so the
+    comparison turns it off unless ``trl_gc=true`` (or ``both``) asks for TRL's default."""
     cuda = torch.cuda.is_available()
     return cls(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
                learning_rate=1e-5, lr_scheduler_type="constant", logging_steps=10**6, save_strategy="no",
                eval_strategy="no", report_to="none", use_cpu=not cuda, bf16=cuda,
-               dataloader_num_workers=0, disable_tqdm=True, seed=0,
-               # TRL turns activation checkpointing on by default (~30% more compute); ours is off by default,
-               # so it is off on both sides.
-               gradient_checkpointing=False, **kw)
+               dataloader_num_workers=0, disable_tqdm=True, seed=0, gradient_checkpointing=gc, **kw)
 
 
-def hh_pairs(limit: int) -> List[dict]:
-    """The bundled HH pairs as TRL's conversational prompt / chosen / rejected, split as our hh format does."""
-    from rlhf_cli.data.preference import split_hh
-
-    rows = []
-    for rec in builtin_records("hh_harmless_sample.jsonl", limit):
-        prompt, a, b = split_hh(rec["chosen"], rec["rejected"], "chat")
-        rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": a}],
-                     "rejected": [{"role": "assistant", "content": b}]})
-    return rows
-
-
-def sft(seq: int, batch: int, steps: int, limit: int, warmup: int, packing: bool) -> Dict[str, float]:
-    """TRL SFTTrainer on the bundled GSM8K chats, loss on the answer (prompt-completion form)."""
+def sft(seq: int, batch: int, steps: int, limit: int, warmup: int, packing: bool, data: str = "gsm8k",
+        gc: bool = False) -> Dict[str, float]:
+    """TRL SFTTrainer on the bench's SFT data (bench/data.py), loss on the completion (prompt-completion form)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from rlhf_cli.bench.data import trl_records
+
     path = model_dir("sft")
-    rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}
-            for r in builtin_records("gsm8k_sft.jsonl", limit)]
+    rows = trl_records("sft", data, limit)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
     meter = StepMeter(model)
     with tempfile.TemporaryDirectory() as out:
-        args = common_args(SFTConfig, out, steps, batch, max_length=seq, packing=packing, dataset_num_proc=None)
+        args = common_args(SFTConfig, out, steps, batch, gc, max_length=seq, packing=packing, dataset_num_proc=None)
         SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                    processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()
     return meter.result(warmup)
 
 
-def rm(seq: int, batch: int, steps: int, limit: int, warmup: int) -> Dict[str, float]:
+def rm(seq: int, batch: int, steps: int, limit: int, warmup: int, data: str = "hh",
+       gc: bool = False) -> Dict[str, float]:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
+
+    from rlhf_cli.bench.data import trl_records
 
     path = model_dir("rm")
     tok = AutoTokenizer.from_pretrained(path)
@@ -134,29 +116,34 @@ def rm(seq: int, batch: int, steps: int, limit: int, warmup: int) -> Dict[str, f
     model.config.pad_token_id = tok.pad_token_id
     meter = StepMeter(model)
     with tempfile.TemporaryDirectory() as out:
-        args = common_args(RewardConfig, out, steps, batch, max_length=seq)
-        RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(hh_pairs(limit)),
+        args = common_args(RewardConfig, out, steps, batch, gc, max_length=seq)
+        RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(trl_records("rm", data, limit)),
                       processing_class=tok, callbacks=[meter.callback()]).train()
     return meter.result(warmup)
 
 
-def dpo(seq: int, batch: int, steps: int, limit: int, warmup: int, precompute: bool) -> Dict[str, float]:
+def dpo(seq: int, batch: int, steps: int, limit: int, warmup: int, precompute: bool, data: str = "hh",
+        gc: bool = False) -> Dict[str, float]:
+    """TRL DPOTrainer (sigmoid loss, beta 0.1). Its padding_free option is unavailable in TRL 1.16 (it warns
+    and pads), so TRL pads each micro-batch to its longest sequence."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
+
+    from rlhf_cli.bench.data import trl_records
 
     path = model_dir("dpo")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
     meter = StepMeter(model)
     with tempfile.TemporaryDirectory() as out:
-        args = common_args(DPOConfig, out, steps, batch, max_length=seq, beta=0.1,
+        args = common_args(DPOConfig, out, steps, batch, gc, max_length=seq, beta=0.1,
                            precompute_ref_log_probs=precompute)
-        DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(hh_pairs(limit)),
+        DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(trl_records("dpo", data, limit)),
                    processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()
     return meter.result(warmup)
 
 
-def grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int) -> Dict[str, float]:
+def grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int, gc: bool = False) -> Dict[str, float]:
     """TRL GRPOTrainer on the bundled GSM8K prompts (our grpo defaults' template) with our gsm8k verifier as
     its reward function: ``prompts`` x ``generations`` completions of up to ``tokens`` tokens per step, one
     update per generation (num_iterations 1, no KL term, as our defaults). Step time covers generation,
@@ -165,6 +152,7 @@ def grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int) ->
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from rlhf_cli.bench.data import builtin_records
     from rlhf_cli.config.compose import compose
     from rlhf_cli.rollout.rewards.registry import build_reward_fn
 
@@ -182,7 +170,7 @@ def grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int) ->
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
     meter = StepMeter(model)
     with tempfile.TemporaryDirectory() as out:
-        args = common_args(GRPOConfig, out, steps, prompts * generations, num_generations=generations,
+        args = common_args(GRPOConfig, out, steps, prompts * generations, gc, num_generations=generations,
                            max_completion_length=tokens, temperature=1.0, beta=0.0, num_iterations=1)
         GRPOTrainer(model=model, reward_funcs=gsm8k, args=args, train_dataset=Dataset.from_list(rows),
                     processing_class=AutoTokenizer.from_pretrained(path), callbacks=[meter.callback()]).train()

@@ -1,10 +1,11 @@
 """`rlhf bench --vs trl [sft rm dpo grpo] [key=value ...]`: our stage and TRL's trainer side by side.
 
-Same model (the embedded SmolLM2-135M, fp32 on CPU), same data (the bundled GSM8K chats for SFT, the
-bundled HH pairs for RM and DPO, the bundled GSM8K prompts with the gsm8k verifier for GRPO), same
-micro-batch and maximum length, one process each. SFT, RM and DPO compare training tokens/s; GRPO compares
-the whole step (generation, scoring, update) in seconds. Every run is a
-fresh Python process, ours and TRL's alternate (``rounds=N`` repeats the pair), and each side keeps its
+Same model (the embedded SmolLM2-135M, fp32 on CPU), same data (``data=hh|gsm8k``, bench/data.py: by
+default the bundled GSM8K chats for SFT and the bundled HH pairs for RM and DPO; the bundled GSM8K prompts
+with the gsm8k verifier for GRPO), same micro-batch and maximum length, one process each. TRL runs without
+activation checkpointing unless ``trl_gc=true`` (its default) or ``trl_gc=both`` (a mode each). SFT, RM
+and DPO compare training tokens/s; GRPO compares the whole step (generation, scoring, update) in seconds.
+Every run is a fresh Python process, ours and TRL's alternate (``rounds=N`` repeats the pair), and each side keeps its
 best round: this machine's speed moves 2x with its neighbours, so the ratio of two runs taken minutes
 apart is what we quote, never an absolute time.
 """
@@ -26,41 +27,69 @@ DEFAULTS = {"sft": {"seq": 256, "micro_batch": 4, "steps": 7, "limit": 64},
             "grpo": {"prompts": 2, "generations": 4, "tokens": 64, "steps": 4, "limit": 64}}
 
 
+TRL_GC = {"false": [False], "true": [True], "both": [False, True]}
+
+
+def trl_gc_option(opts: dict) -> List[bool]:
+    from rlhf_cli.errors import ConfigError
+
+    value = str(opts.get("trl_gc", "false")).lower()
+    if value not in TRL_GC:
+        raise ConfigError(f"bench: trl_gc={value}: must be one of {', '.join(TRL_GC)}")
+    return TRL_GC[value]
+
+
 def plan(stage: str, opts: dict) -> List[Tuple[str, dict, List[Tuple[str, dict]]]]:
     """(row label, our kwargs, [(TRL mode label, TRL kwargs)]) for one stage."""
+    from rlhf_cli.bench.data import data_option
+
     o = {k: opts.get(k, v) for k, v in DEFAULTS[stage].items()}
+    gcs = trl_gc_option(opts)
+
+    def modes(name: str, kw: dict) -> List[Tuple[str, dict]]:  # one TRL mode per activation-checkpointing choice
+        return [("_".join(filter(None, [name, "gc" if gc else ""])), {**kw, "gc": gc}) for gc in gcs]
+
     if stage == "grpo":
         kw = {k: int(v) for k, v in o.items()}
-        return [("grpo step", kw, [("", kw)])]
+        return [("grpo step", kw, modes("", kw))]
     from rlhf_cli.bench.sft import warmup_option
 
     warmup = warmup_option(opts, int(o["steps"]))  # checked here, before any run starts
-    base = {"seq": o["seq"], "batch": o["micro_batch"], "steps": o["steps"], "limit": o["limit"], "warmup": warmup}
+    data = data_option(stage, opts)
+    base = {"seq": o["seq"], "batch": o["micro_batch"], "steps": o["steps"], "limit": o["limit"], "warmup": warmup,
+            "data": data}
+    tag = f"{data} seq {o['seq']}"
     if stage == "sft":
-        return [("sft", base, [("packed", {**base, "packing": True}), ("padded", {**base, "packing": False})])]
+        trl = modes("packed", {**base, "packing": True}) + modes("padded", {**base, "packing": False})
+        return [(f"sft {tag}", base, trl)]
     if stage == "rm":
-        return [("rm", base, [("", base)])]
-    return [("dpo precomputed ref", {**base, "precompute": True}, [("", {**base, "precompute": True})]),
-            ("dpo live ref", {**base, "precompute": False}, [("", {**base, "precompute": False})])]
+        return [(f"rm {tag}", base, modes("", base))]
+    return [(f"dpo precomputed ref {tag}", {**base, "precompute": True}, modes("", {**base, "precompute": True})),
+            (f"dpo live ref {tag}", {**base, "precompute": False}, modes("", {**base, "precompute": False}))]
 
 
 def ours(stage: str, **kw) -> Dict[str, float]:
     return ours_grpo(**kw) if stage == "grpo" else ours_training(stage, **kw)
 
 
-def ours_training(stage: str, seq: int, batch: int, steps: int, limit: int, warmup: int,
+def ours_training(stage: str, seq: int, batch: int, steps: int, limit: int, warmup: int, data: str,
                   precompute: bool = False) -> Dict[str, float]:
     """Our stage through its real training path (one process, engine=zero0), matching the TRL run."""
+    import tempfile
+
+    from rlhf_cli.bench import data as bench_data
     from rlhf_cli.bench.peak import matmul_peak_gflops, sustained_matmul_gflops
     from rlhf_cli.bench.sft import run_training_bench, throughput
 
     before = matmul_peak_gflops()  # measured here, next to the run, not at the start of the table
     held = [sustained_matmul_gflops()]
-    over = ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}", f"train.micro_batch_size={batch}",
-            "train.grad_accum=1", f"data.limit={limit}", "optim.lr=1e-5"]
-    if stage == "dpo":
-        over.append(f"ref.precompute={str(precompute).lower()}")
-    rows = run_training_bench(stage, over, steps, warmup=warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        over = ["model=smollm2-135m", "engine=zero0", f"data.max_length={seq}", f"train.micro_batch_size={batch}",
+                "train.grad_accum=1", f"data.limit={limit}", "optim.lr=1e-5",
+                f"data.path={bench_data.write(stage, data, limit, tmp)}"]
+        if stage == "dpo":
+            over.append(f"ref.precompute={str(precompute).lower()}")
+        rows = run_training_bench(stage, over, steps, warmup=warmup)
     held.append(sustained_matmul_gflops())
     peak = max(before, matmul_peak_gflops())  # a neighbour can slow one measurement; the faster is the peak
     tok_s, t, padding = throughput(rows)

@@ -12,7 +12,9 @@ from rlhf_cli.errors import ConfigError
 OPTIONS = {"seq": (int, Range(ge=8)), "steps": (int, Range(ge=1)), "micro_batch": (int, Range(ge=1)),
            "prompts": (int, Range(ge=1)), "generations": (int, Range(ge=2)), "tokens": (int, Range(ge=1)),
            "epochs": (int, Range(ge=1)), "compile": bool, "limit": (int, Range(ge=8)), "rounds": (int, Range(ge=1)),
-           "warmup": (int, Range(ge=0))}
+           "warmup": (int, Range(ge=0)),
+           # --vs trl: the data set (bench/data.py: hh | gsm8k) and TRL's activation checkpointing (false | true | both)
+           "data": str, "trl_gc": str}
 
 
 def run_bench(words: Sequence[str], vs: Optional[str] = None) -> None:
