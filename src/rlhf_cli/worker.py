@@ -30,7 +30,7 @@ def run_worker(config_path: str, debug: bool = False) -> int:
     debug = debug or os.environ.get("RLHF_DEBUG") == "1"
     quiet_libraries(debug)
     from rlhf_cli.errors import RlhfError
-    from rlhf_cli.stages.runtime import Interrupted
+    from rlhf_cli.training.runtime import Interrupted
 
     rank = int(os.environ.get("RANK", "0"))
     prefix = "" if rank == 0 else f"[rank {rank}] "
@@ -38,7 +38,7 @@ def run_worker(config_path: str, debug: bool = False) -> int:
         from rlhf_cli.config.compose import load_resolved
         from rlhf_cli.engine.strategy import Strategy
         from rlhf_cli.stages import get_runner
-        from rlhf_cli.stages.runtime import RunContext
+        from rlhf_cli.training.runtime import RunContext
 
         cfg = load_resolved(config_path)
         strategy = Strategy(cfg)

@@ -257,7 +257,7 @@ def test_config_and_dry_run_never_execute_plugin_code(tmp_path):
 
 
 def test_config_never_starts_the_code_sandbox(monkeypatch):
-    from rlhf_cli.rollout.rewards import sandbox
+    from rlhf_cli.rewards import sandbox
 
     def boom(*a, **k):
         raise AssertionError("the sandbox was started during validation")

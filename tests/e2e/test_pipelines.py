@@ -24,7 +24,7 @@ def check_stage(run_dir, stage):
     assert manifest["stage"] == stage
     final = run_dir / "final"
     assert (final / "config.json").exists() and (final / "model.safetensors").exists()
-    from rlhf_cli.stages.runtime import sha256
+    from rlhf_cli.training.runtime import sha256
 
     assert manifest["files"]["model.safetensors"] == sha256(final / "model.safetensors")
     return manifest

@@ -49,7 +49,7 @@ def test_two_processes_zero2_and_zero3_agree(prompts, tmp_path):
         runs[engine] = metrics(out)
         # the manifest hashes the critic as it does final/: a changed critic is a different run
         manifest = json.loads((out / "manifest.json").read_text())
-        from rlhf_cli.stages.runtime import sha256
+        from rlhf_cli.training.runtime import sha256
 
         critic = manifest["exports"]["critic"]
         assert critic["model.safetensors"] == sha256(out / "critic" / "model.safetensors")
@@ -113,7 +113,7 @@ def test_critic_from_reward_model_scores_as_the_reward_model(tmp_path):
 
     from rlhf_cli.config.compose import compose
     from rlhf_cli.models.loading import load_tokenizer
-    from rlhf_cli.models.reward import RewardModelScorer, last_token_scores
+    from rlhf_cli.models.reward_model import RewardModelScorer, last_token_scores
     from rlhf_cli.stages.ppo import build_critic
 
     rm = tmp_path / "rm"
@@ -135,7 +135,7 @@ def test_critic_from_reward_model_scores_as_the_reward_model(tmp_path):
         assert float(got) == pytest.approx(want, abs=1e-5)
     # the same rm as a reward: an ensemble of two copies reduced by min is the model itself, and
     # normalize=true applies the statistics the rm run stored in reward_config.json
-    from rlhf_cli.rollout.rewards import build_reward_fn
+    from rlhf_cli.rewards import build_reward_fn
 
     prompts, answers = ["Say hi.", "Name a color."], ["Hello there!", "Blue."]
     single = build_reward_fn("model", path=str(rm), device="cpu")(prompts, answers)

@@ -29,7 +29,7 @@ def test_pairwise_rm_learns_and_reloads(tmp_path):
 
     hf = AutoModelForSequenceClassification.from_pretrained(str(out / "final"))
     assert hf.config.num_labels == 1
-    from rlhf_cli.models.reward import RewardModelScorer
+    from rlhf_cli.models.reward_model import RewardModelScorer
 
     sc = RewardModelScorer(str(out), batch_size=2)
     good, bad = sc.score(["Tell me about the apple number 500."] * 2, ["The apple is great.", "The lemon is awful."])
@@ -54,7 +54,7 @@ def test_process_rm_runs(tmp_path):
     out = tmp_path / "run"
     rlhf([*BASE, f"data.path={data}", "rm.type=process", "train.max_steps=6", f"output_dir={out}"])
     assert "step_accuracy" in metrics(out)[0]
-    from rlhf_cli.models.reward import RewardModelScorer
+    from rlhf_cli.models.reward_model import RewardModelScorer
 
     sc = RewardModelScorer(str(out))
     (probs,) = sc.score_steps(["Add 3 and 1."], [["We add 3 and 1.", "The sum is 4."]])

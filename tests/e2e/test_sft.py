@@ -38,7 +38,7 @@ def test_final_is_a_plain_hf_model_that_generates(trained):
     manifest = json.loads((trained / "manifest.json").read_text())
     assert manifest["stage"] == "sft" and manifest["metrics"]["steps"] == 16
     assert set(manifest["files"]) >= {"model.safetensors", "config.json", "tokenizer.json"}
-    from rlhf_cli.stages.runtime import sha256
+    from rlhf_cli.training.runtime import sha256
 
     assert manifest["files"]["model.safetensors"] == sha256(final / "model.safetensors")
     proc = rlhf(["generate", f"model={trained}", "prompt=Hi", "max_new_tokens=4"])

@@ -9,7 +9,7 @@ from rlhf_cli.algos.kl_control import (
     FixedKLController,
     build_kl_controller,
 )
-from rlhf_cli.algos.registry import UnknownNameError
+from rlhf_cli.registry import UnknownNameError
 
 
 def test_adaptive_hand_values():

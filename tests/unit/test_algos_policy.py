@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rlhf_cli.algos.policy import KL_ESTIMATORS, LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate
-from rlhf_cli.algos.registry import UnknownNameError
+from rlhf_cli.registry import UnknownNameError
 
 
 def test_kl_estimators_hand_values():

@@ -10,10 +10,8 @@ from rlhf_cli.algos.logprobs import masked_moments, moments_mean_var, token_entr
 from rlhf_cli.algos.policy import KL_ESTIMATORS
 from rlhf_cli.algos.ppo import (
     approx_kl,
-    explained_variance,
     explained_variance_from_moments,
     last_token_index,
-    masked_whiten,
     ppo_total_loss,
     shaped_rewards,
     value_loss,
@@ -22,6 +20,16 @@ from rlhf_cli.algos.ppo import (
 from rlhf_cli.algos.reward_shaping import apply_missing_eos_penalty
 
 NAN = float("nan")
+
+
+def masked_whiten(x, mask, **kw):
+    """``whiten`` with one process's own statistics."""
+    return whiten(x, mask, masked_moments(x, mask), **kw)
+
+
+def explained_variance(values, returns, mask):
+    """Explained variance of one process's batch (SB3 / CleanRL ``explained_variance``)."""
+    return explained_variance_from_moments(masked_moments(returns, mask), masked_moments(returns - values, mask))
 
 # A batch of 4 responses, T = 4, of different lengths:
 #   row 0: used the whole budget, no EOS (truncated)       mask 1 1 1 1

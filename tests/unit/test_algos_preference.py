@@ -11,7 +11,7 @@ from rlhf_cli.algos.preference import (
     kto_loss,
     loss_spec,
 )
-from rlhf_cli.algos.registry import UnknownNameError
+from rlhf_cli.registry import UnknownNameError
 
 # policy chosen/rejected, ref chosen/rejected:
 # h = (pc - rc) - (pr - rr) = (-1 + 2) - (-3 + 2) = 1 - (-1) = 2

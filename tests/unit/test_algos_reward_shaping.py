@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from rlhf_cli.algos.logprobs import masked_moments
-from rlhf_cli.algos.registry import UnknownNameError
 from rlhf_cli.algos.reward_shaping import (
     ENSEMBLE_REDUCERS,
     RunningMoments,
@@ -17,6 +16,7 @@ from rlhf_cli.algos.reward_shaping import (
     post_process_scores,
     reduce_ensemble,
 )
+from rlhf_cli.registry import UnknownNameError
 
 
 def test_ensemble_reduce_mean_min():
@@ -107,7 +107,7 @@ def _ppo_ctx(**ppo):
 
 
 def _samples(rewards, finished, lengths):
-    from rlhf_cli.rollout.experience import Sample
+    from rlhf_cli.rl.experience import Sample
 
     return [Sample([1], [2] * n, f, r) for r, f, n in zip(rewards, finished, lengths)]
 

@@ -1,7 +1,7 @@
 """The precomputed-reference cache is reused only for the same reference weights and data."""
 from rlhf_cli.config.compose import compose
 from rlhf_cli.stages.dpo import reference_cache_key
-from rlhf_cli.stages.run_dir import OWNED
+from rlhf_cli.training.run_dir import OWNED
 
 
 def key(*overrides):

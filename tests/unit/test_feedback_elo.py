@@ -106,7 +106,7 @@ def test_online_elo_by_hand():
 
 
 def test_pl_likelihood_matches_rm_loss_with_ties():
-    from rlhf_cli.algos.reward import plackett_luce
+    from rlhf_cli.algos.reward_model import plackett_luce
 
     models = ["a", "b", "c", "d"]
     js = [Judgement(["a", "b", "c", "d"], [0, 1, 1, 2]), Judgement(["d", "c", "a"], [0, 1, 2]),

@@ -6,8 +6,8 @@ import torch
 from helpers import save_tiny_judge
 from rlhf_cli.data.constitution import load_constitution
 from rlhf_cli.errors import ConfigError
-from rlhf_cli.rollout.judge import Judge, label_token_ids, load_judge_model
-from rlhf_cli.rollout.rewards import RewardError, build_reward
+from rlhf_cli.models.judge import Judge, label_token_ids, load_judge_model
+from rlhf_cli.rewards import RewardError, build_reward
 
 
 @pytest.fixture(scope="module")

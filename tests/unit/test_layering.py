@@ -7,9 +7,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "rlhf_cli"
 
-# package -> the packages its modules may import (besides itself). Data flows one way:
-# cli -> config -> engine.launch -> worker -> stages -> (data, models, algos, rollout, engine).
-BASE = {"errors", "text", "quiet", "resources", "output_files"}
+# package -> the packages its modules may import (besides itself): the rooms of ARCHITECTURE.md, lowest
+# first. Data flows one way: cli -> config -> engine.launch -> worker -> stages -> (rl, training) -> the rest.
+BASE = {"errors", "text", "quiet", "resources", "output_files", "registry"}
 ALLOWED = {
     "": set(),  # rlhf_cli/__init__.py
     "errors": set(),
@@ -17,18 +17,24 @@ ALLOWED = {
     "quiet": set(),
     "resources": {"errors"},
     "output_files": {"errors"},
-    "algos": set(),
+    "registry": {"errors"},
+    "algos": {"registry"},
     "data": BASE,
-    "models": BASE | {"data", "algos"},
-    "rollout": BASE | {"data", "models", "algos"},
+    "rollout": BASE | {"data", "algos"},
+    "models": BASE | {"data", "algos", "rollout"},
+    "rewards": BASE | {"data", "models", "algos", "rollout"},
     "engine": BASE,
-    "config": BASE | {"algos", "data", "models", "rollout"},
-    "stages": BASE | {"algos", "data", "models", "rollout", "engine", "config"},
-    "evals": BASE | {"algos", "data", "models", "rollout", "config"},
-    "feedback": BASE | {"algos", "data", "models", "rollout", "config"},
+    "config": BASE | {"algos", "data", "models", "rollout", "rewards"},
+    "training": BASE | {"algos", "data", "models", "rollout", "engine", "config"},
+    "rl": BASE | {"algos", "data", "models", "rollout", "rewards", "engine", "config", "training"},
+    "feedback": BASE | {"algos", "data", "models", "rollout", "rewards", "config"},
+    "stages": BASE | {"algos", "data", "models", "rollout", "rewards", "engine", "config", "training", "rl",
+                      "feedback"},
+    "evals": BASE | {"algos", "data", "models", "rollout", "rewards", "config"},
     "report": BASE | {"config"},
-    "bench": BASE | {"algos", "data", "models", "rollout", "engine", "config", "stages", "worker"},
-    "worker": BASE | {"config", "engine", "stages"},
+    "bench": BASE | {"algos", "data", "models", "rollout", "rewards", "engine", "config", "training", "rl",
+                     "stages", "worker"},
+    "worker": BASE | {"config", "engine", "stages", "training"},
     "cli": None,  # the top: may import anything
 }
 
@@ -137,7 +143,7 @@ def test_checkpoint_discovery_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import rlhf_cli.stages.run_dir, rlhf_cli.engine.checkpoints; "
+    code = ("import sys; import rlhf_cli.training.run_dir, rlhf_cli.engine.checkpoints; "
             "print(sorted(m for m in ('torch', 'deepspeed') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -61,7 +61,7 @@ def test_padded_mode_and_padding_fraction():
 def test_step_rows_independent_of_split():
     from omegaconf import OmegaConf
 
-    from rlhf_cli.stages.supervised import rows_for_step
+    from rlhf_cli.training.supervised import rows_for_step
 
     rows = [[0] * n for n in range(3, 43)]  # 40 rows of distinct lengths
     cfg = OmegaConf.create({"seed": 3, "data": {"shuffle": True}})

@@ -129,7 +129,7 @@ def test_process_step_positions_point_at_the_same_tokens(free):
 def rl_experience(padding_free: bool):
     """Four samples with prompts of 3-9 tokens and responses of 1-7 tokens, one unfinished and loss-masked
     (so both left and right padding appear in the padded layout)."""
-    from rlhf_cli.rollout.experience import Sample, build_experience
+    from rlhf_cli.rl.experience import Sample, build_experience
 
     g = torch.Generator().manual_seed(3)
     shapes = [(9, 4, True), (3, 7, False), (6, 1, True), (5, 5, True)]
@@ -142,8 +142,8 @@ def rl_experience(padding_free: bool):
 def test_rl_flat_logprobs_entropy_values_and_grads_equal_padded():
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from rlhf_cli.models.reward import ScalarRewardModel
-    from rlhf_cli.rollout.experience import flat_inputs, response_logprobs, response_values
+    from rlhf_cli.models.reward_model import ScalarRewardModel
+    from rlhf_cli.rl.experience import flat_inputs, response_logprobs, response_values
 
     padded, flat = rl_experience(False), rl_experience(True)
     row = flat_inputs(flat)
@@ -177,7 +177,7 @@ def test_rl_flat_logprobs_entropy_values_and_grads_equal_padded():
 def test_reward_scorer_scores_padding_free_as_each_sequence_alone():
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from rlhf_cli.models.reward import RewardModelScorer, ScalarRewardModel
+    from rlhf_cli.models.reward_model import RewardModelScorer, ScalarRewardModel
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,

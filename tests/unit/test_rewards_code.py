@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from rlhf_cli.rollout.rewards import RewardError, build_reward
-from rlhf_cli.rollout.rewards.code import extract_code, run_code
+from rlhf_cli.rewards import RewardError, build_reward
+from rlhf_cli.rewards.code import extract_code, run_code
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="sandbox needs POSIX rlimits")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_cli.rollout.rewards import build_reward, sandbox
-from rlhf_cli.rollout.rewards.code import plan_tests, run_code
+from rlhf_cli.rewards import build_reward, sandbox
+from rlhf_cli.rewards.code import plan_tests, run_code
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the OS sandbox needs Linux namespaces")
 
@@ -222,7 +222,7 @@ def test_expected_values_never_reach_the_sandbox():
 def test_refuses_without_user_namespaces_unless_unsafe(tmp_path):
     """In a user namespace whose max_user_namespaces is 0 the box cannot be built: one line naming
     the missing capability; unsafe=true opts in (and still decides the verdict in the parent)."""
-    prog = ("from rlhf_cli.rollout.rewards import build_reward, RewardError\n"
+    prog = ("from rlhf_cli.rewards import build_reward, RewardError\n"
             "try:\n    build_reward([{'name': 'code'}])\nexcept RewardError as e:\n    print('REFUSED', e)\n"
             "r = build_reward([{'name': 'code', 'unsafe': True}])\n"
             "print('SCORES', r(['p', 'p'], ['def add(a, b): return a + b', 'def add(a, b): return a - b'],"

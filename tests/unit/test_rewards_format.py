@@ -1,6 +1,6 @@
 import pytest
 
-from rlhf_cli.rollout.rewards import RewardError, build_reward
+from rlhf_cli.rewards import RewardError, build_reward
 
 PATTERN = r"<think>.*</think>\s*<answer>.*</answer>"
 TAGS = ["<think>", "</think>", "<answer>", "</answer>"]

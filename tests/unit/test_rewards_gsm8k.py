@@ -1,7 +1,7 @@
 import pytest
 
-from rlhf_cli.rollout.rewards import build_reward
-from rlhf_cli.rollout.rewards.gsm8k import extract_answer, normalize_number
+from rlhf_cli.rewards import build_reward
+from rlhf_cli.rewards.gsm8k import extract_answer, normalize_number
 
 GSM8K_SOLUTION = (
     "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"

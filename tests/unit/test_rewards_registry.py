@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_cli.rollout.rewards import REWARDS, RewardError, build_reward
-from rlhf_cli.rollout.rewards.plugin import load_plugin
-from rlhf_cli.rollout.rewards.registry import Registry, UnknownNameError, validate_scores
+from rlhf_cli.rewards import REWARDS, RewardError, build_reward
+from rlhf_cli.rewards.plugin import load_plugin
+from rlhf_cli.rewards.registry import Registry, UnknownNameError, validate_scores
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rewards_plugin"
 MOD = "rlhf_test_reward_plugin"

@@ -6,7 +6,7 @@ import pytest
 from rlhf_cli.config.compose import compose
 from rlhf_cli.engine.strategy import lr_lambda
 from rlhf_cli.errors import RunDirError
-from rlhf_cli.stages.run_dir import prepare_output_dir
+from rlhf_cli.training.run_dir import prepare_output_dir
 
 
 def test_warmup_then_cosine_to_min_ratio():

@@ -16,8 +16,9 @@ from typing import Optional, Tuple
 
 import torch
 
+from rlhf_cli.registry import Registry
+
 from .logprobs import Moments, moments_mean_var
-from .registry import Registry
 
 ADVANTAGES = Registry("advantage estimator")
 

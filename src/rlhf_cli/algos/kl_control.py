@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional
 
-from .registry import Registry
+from rlhf_cli.registry import Registry
 
 KL_CONTROLLERS = Registry("kl controller")
 # Ziegler et al. 2019, eq. 2.2: the proportional error is clipped to +-0.2.

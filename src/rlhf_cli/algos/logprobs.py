@@ -120,21 +120,6 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: Dim = None, eps: float
         x.dtype if x.is_floating_point() else torch.float32)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, dim: Dim = None, unbiased: bool = False,
-               eps: float = 1e-8) -> torch.Tensor:
-    """Masked variance ``mean_mask((x - mean_mask(x))^2)``.
-
-    ``unbiased=True`` applies Bessel's correction ``n / (n - 1)`` (n = mask count).
-    """
-    mean = masked_mean(x, mask, dim, eps, keepdim=True)
-    var = masked_mean((x - mean) ** 2, mask, dim, eps)
-    if unbiased:
-        m = torch.broadcast_to(mask.to(device=x.device, dtype=torch.float32), x.shape)
-        n = (m.sum() if dim is None else m.sum(dim)).to(var.dtype)
-        var = var * n / (n - 1).clamp(min=eps)
-    return var
-
-
 Moments = Tuple[float, float, float]
 
 

@@ -5,8 +5,9 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
+from rlhf_cli.registry import Registry
+
 from .logprobs import masked_sum
-from .registry import Registry
 
 KL_ESTIMATORS = Registry("kl estimator")
 LOSS_AGGREGATIONS = Registry("loss aggregation")

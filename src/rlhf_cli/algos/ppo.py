@@ -26,7 +26,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from .logprobs import Moments, masked_mean, masked_moments, moments_mean_var
+from .logprobs import Moments, masked_mean, moments_mean_var
 from .policy import KL_ESTIMATORS, aggregate_loss
 
 Number = Union[float, int, torch.Tensor]
@@ -116,12 +116,6 @@ def whiten(
     return torch.where(valid, out, torch.zeros((), dtype=out.dtype, device=x.device)).to(x.dtype)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True, unbiased: bool = True,
-                  eps: float = 1e-8) -> torch.Tensor:
-    """``whiten`` with this process's own statistics (one process, or per-rank whitening)."""
-    return whiten(x, mask, masked_moments(x, mask), shift_mean=shift_mean, unbiased=unbiased, eps=eps)
-
-
 # --------------------------------------------------------------- value loss
 
 
@@ -199,13 +193,6 @@ def explained_variance_from_moments(returns_moments: Moments, residual_moments: 
     if var_r <= 0.0:
         return 0.0
     return 1.0 - var_res / var_r
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """Masked explained variance of the critic's ``values`` for the ``returns`` on this process's
-    batch (SB3 / CleanRL ``explained_variance``); see ``explained_variance_from_moments``."""
-    values, returns = values.detach(), returns.detach()
-    return explained_variance_from_moments(masked_moments(returns, mask), masked_moments(returns - values, mask))
 
 
 # ------------------------------------------------------------------ total loss

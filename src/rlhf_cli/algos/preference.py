@@ -21,7 +21,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .registry import Registry
+from rlhf_cli.registry import Registry
 
 DPO_LOSSES = Registry("dpo loss")
 

@@ -25,8 +25,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
+from rlhf_cli.registry import Registry
+
 from .logprobs import Moments, masked_moments, moments_mean_var
-from .registry import Registry
 
 ENSEMBLE_REDUCERS = Registry("reward ensemble reduce")
 

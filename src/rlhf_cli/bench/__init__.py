@@ -3,8 +3,7 @@
 Each benchmark is a ``BENCHES`` entry ``run(peak_gflops, opts) -> dict``; figures are printed as JSON
 lines and reported as fractions of this machine's measured matmul peak.
 """
-from rlhf_cli.algos.lazy import lazy_entry
-from rlhf_cli.algos.registry import Registry
+from rlhf_cli.registry import Registry, lazy_entry
 
 BENCHES = Registry("benchmark")
 for _name in ("sft", "grpo", "rm", "dpo", "ppo"):
@@ -12,8 +11,8 @@ for _name in ("sft", "grpo", "rm", "dpo", "ppo"):
 
 
 def get_bench(name: str):
-    from rlhf_cli.algos.registry import UnknownNameError
     from rlhf_cli.errors import ConfigError
+    from rlhf_cli.registry import UnknownNameError
 
     try:
         return BENCHES.get(name)

@@ -63,7 +63,3 @@ def steal_fraction(before: tuple, after: tuple) -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def model_params(path_or_model) -> int:
-    return sum(p.numel() for p in path_or_model.parameters())

@@ -154,7 +154,7 @@ def grpo(prompts: int, generations: int, tokens: int, steps: int, limit: int, gc
 
     from rlhf_cli.bench.data import builtin_records
     from rlhf_cli.config.compose import compose
-    from rlhf_cli.rollout.rewards.registry import build_reward_fn
+    from rlhf_cli.rewards.registry import build_reward_fn
 
     d = compose("grpo", None, ["model=smollm2-135m", "output_dir=/tmp/unused"]).data
     rows = [{"prompt": [{"role": "user", "content": d.prompt_template.format(prompt=r[d.prompt_field])}],

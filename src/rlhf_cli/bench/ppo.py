@@ -20,7 +20,7 @@ def make_reward_model(directory: str) -> str:
     from rlhf_cli.config.compose import compose
     from rlhf_cli.models.embedded import prepare_model
     from rlhf_cli.models.loading import load_tokenizer
-    from rlhf_cli.models.reward import REWARD_CONFIG, build_reward_model
+    from rlhf_cli.models.reward_model import REWARD_CONFIG, build_reward_model
 
     cfg = compose("rm", None, ["model=smollm2-135m", f"output_dir={directory}/unused"])
     prepare_model(cfg)

@@ -36,7 +36,7 @@ def run_training_bench(stage: str, overrides, steps: int, key: str = "loss", war
     the first ``warmup``."""
     from rlhf_cli.config.compose import compose, to_yaml
     from rlhf_cli.models.embedded import prepare_model
-    from rlhf_cli.stages.run_dir import prepare_output_dir
+    from rlhf_cli.training.run_dir import prepare_output_dir
     from rlhf_cli.worker import run_worker
 
     check_measured_steps(steps, warmup)

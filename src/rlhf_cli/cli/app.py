@@ -16,6 +16,28 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 STAGE_HELP = "sft | rm | dpo | grpo | ppo | rlaif (rlhf stages lists them)"
 
 
+def command(**settings):
+    """``app.command(**settings)`` whose errors go through ``fail``: the one error handler of the CLI (the
+    command's ``debug`` option decides whether a traceback is printed)."""
+    import functools
+
+    import click
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+                raise  # typer.Exit(code) and click's own usage errors
+            except Exception as e:
+                fail(e, bool(kwargs.get("debug", False)))
+
+        return app.command(**settings)(run)
+
+    return deco
+
+
 def fail(e: Exception, debug: bool) -> None:
     """Every command's errors: one line on stderr (a traceback only with --debug). Our own errors
     exit with their code (2 for config/data); anything unexpected exits 1 and names its type."""
@@ -31,7 +53,7 @@ def fail(e: Exception, debug: bool) -> None:
     raise typer.Exit(1)
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def train(ctx: typer.Context,
           stage: str = typer.Argument(..., metavar="STAGE", help=STAGE_HELP),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the config and launch command only"),
@@ -51,15 +73,12 @@ def train(ctx: typer.Context,
     rlhf train STAGE [conf=recipe.yaml] [key=value ...]"""
     from rlhf_cli.cli.train import run_train
 
-    try:
-        code = run_train(stage, ctx.args, dry_run=dry_run, nproc=nproc, hostfile=hostfile, debug=debug,
-                         nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port)
-    except Exception as e:
-        fail(e, debug)
+    code = run_train(stage, ctx.args, dry_run=dry_run, nproc=nproc, hostfile=hostfile, debug=debug,
+                     nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port)
     raise typer.Exit(code)
 
 
-@app.command()
+@command()
 def stages():
     """List the stages."""
     from rlhf_cli.config.stages import STAGES
@@ -68,7 +87,7 @@ def stages():
         typer.echo(f"{name:<6} {info.description}")
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def config(ctx: typer.Context, stage: str = typer.Argument(..., metavar="STAGE", help=STAGE_HELP),
            debug: bool = typer.Option(False, "--debug")):
     """Print the fully resolved config of a stage as YAML."""
@@ -77,41 +96,32 @@ def config(ctx: typer.Context, stage: str = typer.Argument(..., metavar="STAGE",
     from rlhf_cli.config.compose import compose, to_yaml
     from rlhf_cli.config.derive import annotate_derived
 
-    try:
-        recipe, overrides = split_args(ctx.args)
-        cfg = compose(stage, recipe, overrides)
-        typer.echo(annotate_derived(annotate_choices(to_yaml(cfg)), cfg), nl=False)
-    except Exception as e:
-        fail(e, debug)
+    recipe, overrides = split_args(ctx.args)
+    cfg = compose(stage, recipe, overrides)
+    typer.echo(annotate_derived(annotate_choices(to_yaml(cfg)), cfg), nl=False)
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def generate(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
     """Sample from a checkpoint.
 
     rlhf generate model=RUN_OR_MODEL_DIR prompt="..." [max_new_tokens=128]"""
     from rlhf_cli.cli.generate import run_generate
 
-    try:
-        run_generate(ctx.args)
-    except Exception as e:
-        fail(e, debug)
+    run_generate(ctx.args)
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def chat(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
     """Chat with a model in the terminal.
 
     rlhf chat model=RUN_OR_MODEL_DIR (/help for commands; Ctrl-D quits)"""
     from rlhf_cli.cli.chat import run_chat
 
-    try:
-        run_chat(ctx.args)
-    except Exception as e:
-        fail(e, debug)
+    run_chat(ctx.args)
 
 
-@app.command(name="eval", context_settings=EXTRA)
+@command(name="eval", context_settings=EXTRA)
 def evaluate(ctx: typer.Context,
              kind: str = typer.Argument(..., metavar="KIND", help="rm-accuracy | gsm8k | win-rate | kl | perplexity"),
              debug: bool = typer.Option(False, "--debug")):
@@ -125,31 +135,25 @@ def evaluate(ctx: typer.Context,
     from rlhf_cli.quiet import quiet_libraries
 
     quiet_libraries(debug)
-    try:
-        words = [w for w in ctx.args if not w.startswith("out=")]
-        out = [output_file(w[len("out="):], file_values(words), "eval") for w in ctx.args if w.startswith("out=")]
-        text = json.dumps(get_eval(kind)(words), indent=2)
-        if out:
-            write_output(out[-1], text + "\n")
-        typer.echo(text)
-    except Exception as e:
-        fail(e, debug)
+    words = [w for w in ctx.args if not w.startswith("out=")]
+    out = [output_file(w[len("out="):], file_values(words), "eval") for w in ctx.args if w.startswith("out=")]
+    text = json.dumps(get_eval(kind)(words), indent=2)
+    if out:
+        write_output(out[-1], text + "\n")
+    typer.echo(text)
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def label(ctx: typer.Context, debug: bool = typer.Option(False, "--debug")):
     """Rank responses in the terminal (human feedback).
 
     rlhf label prompts=FILE models=[runs/sft,runs/dpo] k=4 out=rankings.jsonl"""
     from rlhf_cli.cli.label import run_label
 
-    try:
-        run_label(ctx.args)
-    except Exception as e:
-        fail(e, debug)
+    run_label(ctx.args)
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
         debug: bool = typer.Option(False, "--debug")):
     """Bradley-Terry / Elo ratings from judgements.
@@ -157,13 +161,10 @@ def elo(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="
     rlhf elo rankings.jsonl [pairs.jsonl ...] [k=4 bootstrap=1000] [--json]"""
     from rlhf_cli.cli.elo import run_elo
 
-    try:
-        run_elo(ctx.args, as_json)
-    except Exception as e:
-        fail(e, debug)
+    run_elo(ctx.args, as_json)
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def report(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print what was drawn as JSON"),
            debug: bool = typer.Option(False, "--debug")):
     """Plots of runs (and ratings).
@@ -171,26 +172,20 @@ def report(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     rlhf report RUN [RUN ...] [elo=ELO.json] out=FILE.png|FILE.html"""
     from rlhf_cli.cli.report import run_report
 
-    try:
-        run_report(ctx.args, as_json)
-    except Exception as e:
-        fail(e, debug)
+    run_report(ctx.args, as_json)
 
 
-@app.command()
+@command()
 def setup():
     """Prepare the embedded default model.
 
     Converts the bundled GGUF once into $RLHF_HOME."""
     from rlhf_cli.models.embedded import ensure_embedded_model
 
-    try:
-        typer.echo(f"embedded model ready: {ensure_embedded_model()}")
-    except Exception as e:
-        fail(e, False)
+    typer.echo(f"embedded model ready: {ensure_embedded_model()}")
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def quickstart(ctx: typer.Context, nproc: int = typer.Option(2, "--nproc"),
                debug: bool = typer.Option(False, "--debug")):
     """A short SFT of the embedded model, before/after.
@@ -198,14 +193,11 @@ def quickstart(ctx: typer.Context, nproc: int = typer.Option(2, "--nproc"),
     Trains on the bundled GSM8K chats and prints one answer before and after."""
     from rlhf_cli.cli.quickstart import run_quickstart
 
-    try:
-        code = run_quickstart(ctx.args, nproc, debug)
-    except Exception as e:
-        fail(e, debug)
+    code = run_quickstart(ctx.args, nproc, debug)
     raise typer.Exit(code)
 
 
-@app.command(context_settings=EXTRA)
+@command(context_settings=EXTRA)
 def bench(ctx: typer.Context, vs: Optional[str] = typer.Option(None, "--vs", help="Compare with a peer: trl"),
           debug: bool = typer.Option(False, "--debug")):
     """Throughput figures against the matmul peak.
@@ -214,10 +206,7 @@ def bench(ctx: typer.Context, vs: Optional[str] = typer.Option(None, "--vs", hel
     TRL's trainers, as ratios)."""
     from rlhf_cli.cli.bench import run_bench
 
-    try:
-        run_bench(ctx.args, vs=vs)
-    except Exception as e:
-        fail(e, debug)
+    run_bench(ctx.args, vs=vs)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

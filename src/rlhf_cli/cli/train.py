@@ -108,7 +108,7 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
             typer.echo("# launch: " + shlex.join(launch_command(config_path, n, hostfile, 29500)))
         return 0
     from rlhf_cli.models.embedded import prepare_model
-    from rlhf_cli.stages.run_dir import check_output_dir, prepare_output_dir
+    from rlhf_cli.training.run_dir import check_output_dir, prepare_output_dir
 
     prepare_model(cfg, log=lambda m: typer.echo(m, err=True))
     if plan.multi and plan.node_rank > 0:

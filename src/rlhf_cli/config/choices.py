@@ -17,14 +17,14 @@ from rlhf_cli.text import closest
 # config key -> "module:REGISTRY". A field of the mappings in a list is written "list_key[].field".
 REGISTRY_FIELDS: Dict[str, str] = {
     "dpo.loss": "rlhf_cli.algos.preference:DPO_LOSSES",
-    "rm.loss": "rlhf_cli.algos.reward:RM_LOSSES",
+    "rm.loss": "rlhf_cli.algos.reward_model:RM_LOSSES",
     "grpo.advantage": "rlhf_cli.algos.advantages:ADVANTAGES",
     "grpo.loss_agg": "rlhf_cli.algos.policy:LOSS_AGGREGATIONS",
     "grpo.kl_estimator": "rlhf_cli.algos.policy:KL_ESTIMATORS",
     "ppo.loss_agg": "rlhf_cli.algos.policy:LOSS_AGGREGATIONS",
     "ppo.kl_estimator": "rlhf_cli.algos.policy:KL_ESTIMATORS",
     "ppo.kl_controller": "rlhf_cli.algos.kl_control:KL_CONTROLLERS",
-    "reward.functions[].name": "rlhf_cli.rollout.rewards.registry:REWARDS",
+    "reward.functions[].name": "rlhf_cli.rewards.registry:REWARDS",
 }
 # Values accepted besides the registry's names: a prefix ending in ':' accepts anything after it.
 EXTRA_VALUES: Dict[str, List[str]] = {"reward.functions[].name": ["python:"]}

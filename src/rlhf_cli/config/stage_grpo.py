@@ -123,8 +123,8 @@ def check_rollout(cfg, section: str) -> None:
                           f"{g.max_new_tokens} (the rest is the prompt budget)")
     from omegaconf import OmegaConf
 
-    from rlhf_cli.rollout.rewards import RewardError
-    from rlhf_cli.rollout.rewards.registry import check_reward
+    from rlhf_cli.rewards import RewardError
+    from rlhf_cli.rewards.registry import check_reward
 
     try:  # names, options and plugin files are checked; no plugin code runs, no sandbox starts
         check_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))

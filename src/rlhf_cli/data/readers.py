@@ -50,8 +50,9 @@ def resolve_data_path(path: str, key: str = "data.path") -> Path:
     return resolved
 
 
-class BadRecord(ValueError):
-    """A line that could not be read as a record (bad bytes, bad JSON, not an object, broken gzip).
+class BadRecord(DataError, ValueError):
+    """A line that could not be read as a record (bad bytes, bad JSON, not an object, broken gzip). A
+    DataError: should one ever reach the CLI, it is one line like any other.
 
     ``read_records(..., bad="yield")`` yields it in place of the record so loaders count it like any
     other bad record under ``data.skip_bad`` (``raise rec`` inside their per-record ``try``)."""

@@ -18,7 +18,7 @@ Written (one JSON object per line):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 from rlhf_cli.data.chat import validate_messages
 from rlhf_cli.data.preference import hh_messages, split_hh
@@ -26,7 +26,6 @@ from rlhf_cli.data.prompts import encode_prompt, prompt_messages
 from rlhf_cli.data.readers import parsed_records
 from rlhf_cli.errors import DataError
 
-SL_FIELDS = ("messages",)
 CHAIN_FIELDS = ("prompt", "initial_response", "rounds", "final_response")
 ROUND_FIELDS = ("principle", "critique_request", "critique", "revision_request", "revision")
 PREF_FIELDS = ("prompt", "chosen", "rejected", "judge_prob", "principle", "order_flip")
@@ -120,10 +119,3 @@ def pref_prompt(p: RLAIFPrompt):
 
 def sl_record(p: RLAIFPrompt, final: str) -> dict:
     return {"messages": list(p.messages) + [{"role": "assistant", "content": final}]}
-
-
-def check_schema(rec: dict, fields: Sequence[str], what: str) -> None:
-    """Raise ValueError when a written record lacks a field (the writers call it, the tests too)."""
-    missing = [f for f in fields if f not in rec]
-    if missing:
-        raise ValueError(f"{what} record lacks {', '.join(missing)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -35,11 +35,6 @@ def list_checkpoints(root: Path) -> List[int]:
 
 def checkpoint_dir(root: Path, step: int) -> Path:
     return Path(root) / f"step-{step}"
-
-
-def latest_checkpoint(root: Path) -> Optional[Path]:
-    steps = list_checkpoints(root)
-    return checkpoint_dir(root, steps[-1]) if steps else None
 
 
 def is_disk_full(e: BaseException) -> bool:

@@ -3,8 +3,7 @@
 Adding one is one registration (a decorated function, or a lazy "module:function" as below) with a
 one-line ``description``.
 """
-from rlhf_cli.algos.lazy import lazy_entry
-from rlhf_cli.algos.registry import Registry
+from rlhf_cli.registry import Registry, lazy_entry
 
 EVALS = Registry("eval")
 EVALS.register("gsm8k", description="greedy exact-match accuracy on GSM8K-shaped {question, answer} data")(
@@ -20,8 +19,8 @@ EVALS.register("perplexity", description="perplexity of held-out text (text, mes
 
 
 def get_eval(kind: str):
-    from rlhf_cli.algos.registry import UnknownNameError
     from rlhf_cli.errors import ConfigError
+    from rlhf_cli.registry import UnknownNameError
 
     try:
         return EVALS.get(kind)

@@ -32,8 +32,8 @@ def run(words: Sequence[str]) -> dict:
 
     from rlhf_cli.data.prompts import load_prompts, reward_fields
     from rlhf_cli.models.loading import load_for_generation
+    from rlhf_cli.rewards import build_reward
     from rlhf_cli.rollout.generate import eos_ids, generate
-    from rlhf_cli.rollout.rewards import build_reward
     from rlhf_cli.rollout.sampling import SamplingParams
 
     lm, tok = load_for_generation(o["model"])

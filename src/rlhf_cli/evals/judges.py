@@ -10,33 +10,21 @@ hard verdicts (0.5 = tie), and ``describe() -> dict`` for the report.
   comparison question, the two label probabilities read from one forward, each pair judged with a first and
   with b first and the two averaged (position-bias control: Lee et al. 2023; Zheng et al. 2023, "Judging
   LLM-as-a-judge", sec. 3.4). It is the ``judge`` reward of the RL stages in its ``reference`` mode.
-  ``both_orders`` does the same for any other pairwise judge.
 """
 from __future__ import annotations
 
 from typing import Callable, List, Sequence
 
-from rlhf_cli.algos.registry import Registry
 from rlhf_cli.errors import ConfigError
+from rlhf_cli.registry import Registry
 
 JUDGES = Registry("judge")
 Pairwise = Callable[[Sequence, Sequence[str], Sequence[str]], List[float]]
 
 
-def both_orders(prefer: Pairwise) -> Pairwise:
-    """A position-debiased judge: ``0.5 * (P(a > b | a shown first) + 1 - P(b > a | b shown first))``."""
-
-    def debiased(prompts, a, b):
-        first = prefer(prompts, a, b)
-        second = prefer(prompts, b, a)
-        return [0.5 * (x + 1.0 - y) for x, y in zip(first, second)]
-
-    return debiased
-
-
 class RewardModelJudge:
     def __init__(self, path: str, tie_margin: float = 0.0, batch_size: int = 8):
-        from rlhf_cli.models.reward import RewardModelScorer
+        from rlhf_cli.models.reward_model import RewardModelScorer
 
         self.path, self.tie_margin = path, tie_margin
         self.scorer = RewardModelScorer(path, batch_size=batch_size)
@@ -64,7 +52,7 @@ def rm_judge(opts: dict) -> RewardModelJudge:
 
 class ModelJudge:
     def __init__(self, path: str, batch_size: int = 8, constitution: str = "default"):
-        from rlhf_cli.rollout.rewards.judge import make_judge_reward
+        from rlhf_cli.rewards.judge import make_judge_reward
 
         self.path = path
         # P(a better than b), both presentation orders averaged inside (the judge reward's reference mode)

@@ -20,7 +20,7 @@ def run(words: List[str]) -> dict:
     from rlhf_cli.data.preference import load_preferences
     from rlhf_cli.data.readers import resolve_data_path
     from rlhf_cli.models.dir_check import check_model_dir
-    from rlhf_cli.models.reward import RewardModelScorer
+    from rlhf_cli.models.reward_model import RewardModelScorer
 
     opts = parse_kv(words, OPTIONS, "eval rm-accuracy")
     if "model" not in opts or "data" not in opts:

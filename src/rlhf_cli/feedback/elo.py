@@ -9,7 +9,7 @@ Likelihood (one strength ``theta_m`` per model, natural-log odds scale). Every j
   half win each way), or the judge's probability for soft labels;
 - a K-wise ranking (K >= 3) is Plackett-Luce (Plackett 1975, Luce 1959):
   ``P(ranking) = prod_i exp(theta_i) / sum_{j ranked at or below i} exp(theta_j)``, ties by Breslow's
-  approximation exactly as the rm stage's PL loss (``algos.reward.plackett_luce``): each member of a tie
+  approximation exactly as the rm stage's PL loss (``algos.reward_model.plackett_luce``): each member of a tie
   group gets its own term with every item ranked at or below it in the denominator; the worst group adds
   nothing. For K = 2 this is Bradley-Terry again.
 

@@ -26,7 +26,7 @@ PANELS = {
     "tokens/s": ["tokens_per_s", "gen_tokens_per_s"],
     "response length": ["response_length"],
 }
-# RL stages log each reward function's batch mean and std as reward/<name>, reward/<name>_std (stages/rl.py)
+# RL stages log each reward function's batch mean and std as reward/<name>, reward/<name>_std (rl/rollout.py)
 FUNCTIONS_PANEL, FUNCTION_PREFIX, STD_SUFFIX = "reward functions", "reward/", "_std"
 _FIXED_KEYS = {k for keys in PANELS.values() for k in keys}
 

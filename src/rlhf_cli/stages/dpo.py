@@ -24,10 +24,10 @@ from rlhf_cli.models.forward import label_logprobs, lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.models.lora import reference_by_disabled_adapter
 from rlhf_cli.output_files import write_output
-from rlhf_cli.stages.common import fit
-from rlhf_cli.stages.reference import Reference, describe, reference_is_base
 from rlhf_cli.stages.rm import load_preference_splits
-from rlhf_cli.stages.runtime import RunContext
+from rlhf_cli.training.reference import Reference, describe, reference_is_base
+from rlhf_cli.training.runtime import RunContext
+from rlhf_cli.training.supervised import fit
 
 
 def sequence_logps(model, batch, chunk_size: int) -> Tuple[torch.Tensor, torch.Tensor]:

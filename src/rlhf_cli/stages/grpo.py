@@ -18,11 +18,11 @@ from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
 from rlhf_cli.algos.logprobs import masked_moments
 from rlhf_cli.data.packing import micro_batches
 from rlhf_cli.models.loading import load_causal_lm
-from rlhf_cli.rollout.experience import Sample, batched_logprobs, build_experience, loss_normalizer, policy_loss
-from rlhf_cli.stages.loop import run_steps
-from rlhf_cli.stages.reference import Reference
-from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics, setup_rl
-from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
+from rlhf_cli.rl.experience import Sample, batched_logprobs, build_experience, loss_normalizer, policy_loss
+from rlhf_cli.rl.rollout import PromptStream, Roller, sample_metrics, setup_rl
+from rlhf_cli.training.loop import run_steps
+from rlhf_cli.training.reference import Reference
+from rlhf_cli.training.runtime import RunContext, export_final, write_manifest
 
 
 def overlong_penalty(length: int, finished: bool, g) -> float:

@@ -44,8 +44,8 @@ from rlhf_cli.algos.ppo import (
 from rlhf_cli.algos.reward_shaping import RunningMoments, post_process_scores
 from rlhf_cli.data.packing import collate, micro_batches
 from rlhf_cli.models.loading import load_causal_lm
-from rlhf_cli.models.reward import build_reward_model
-from rlhf_cli.rollout.experience import (
+from rlhf_cli.models.reward_model import build_reward_model
+from rlhf_cli.rl.experience import (
     Experience,
     Sample,
     batched,
@@ -54,10 +54,10 @@ from rlhf_cli.rollout.experience import (
     response_logprobs,
     response_values,
 )
-from rlhf_cli.stages.loop import run_steps
-from rlhf_cli.stages.reference import Reference
-from rlhf_cli.stages.rl import PromptStream, Roller, sample_metrics, setup_rl
-from rlhf_cli.stages.runtime import RunContext, export_final, write_manifest
+from rlhf_cli.rl.rollout import PromptStream, Roller, sample_metrics, setup_rl
+from rlhf_cli.training.loop import run_steps
+from rlhf_cli.training.reference import Reference
+from rlhf_cli.training.runtime import RunContext, export_final, write_manifest
 
 
 def trained_scores(ctx: RunContext, samples: List[Sample], moments: RunningMoments) -> torch.Tensor:

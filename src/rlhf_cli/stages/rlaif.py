@@ -25,10 +25,11 @@ from typing import Dict, List
 
 from rlhf_cli.data.constitution import load_constitution
 from rlhf_cli.data.rlaif import RLAIFPrompt, load_rlaif_prompts
+from rlhf_cli.feedback.constitutional import PREFERENCE_FILES, SL_FILES, PhaseOut, Timers, cai_sl, rl_aif
+from rlhf_cli.models.judge import Judge, judge_dir_name, load_judge_model
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
 from rlhf_cli.output_files import write_output
-from rlhf_cli.rollout.judge import Judge, judge_dir_name, load_judge_model
-from rlhf_cli.stages.rlaif_chunks import (
+from rlhf_cli.training.chunks import (
     CHUNK_DIR,
     DONE,
     chunk_path,
@@ -39,8 +40,7 @@ from rlhf_cli.stages.rlaif_chunks import (
     save_chunk,
     write_done,
 )
-from rlhf_cli.stages.rlaif_phases import PREFERENCE_FILES, SL_FILES, PhaseOut, Timers, cai_sl, rl_aif
-from rlhf_cli.stages.runtime import Interrupted, RunContext, write_manifest
+from rlhf_cli.training.runtime import Interrupted, RunContext, write_manifest
 
 COUNT_KEYS = ("sl_examples", "sl_empty_revisions", "sl_changed", "pairs_judged", "pairs_identical_or_empty",
               "pairs_kept", "order_flips", "label_mass_sum", "label_rows", "agree_averaged", "agree_order1",
@@ -59,11 +59,12 @@ def run_phase(ctx: RunContext, name: str, fn, mine: List[RLAIFPrompt], n_chunks:
     reused = 0
     for k in range(n_chunks):
         path = chunk_path(ctx.out, name, s.rank, k)
-        part = load_chunk(path)
-        if part is None:
+        saved = load_chunk(path)
+        if saved is None:
             part = fn(cfg, s.rank, k, policy, judge, const, mine[k * size:(k + 1) * size], timers)
-            save_chunk(path, part)
+            save_chunk(path, part.records, part.counts)
         else:
+            part = PhaseOut(*saved)
             reused += 1
         for f, recs in part.records.items():
             total.records[f] += recs
@@ -159,9 +160,10 @@ def run(ctx: RunContext) -> dict:
 
             raise DataError(f"rlaif.then={r.then}: {made} has {summary.get('pairs_kept', 0)} pairs (need >= 2); "
                             "lower rlaif.min_confidence or use more prompts")
-        from rlhf_cli.stages.then import run_then
+        from rlhf_cli.stages import get_runner
+        from rlhf_cli.training.chain import run_next_stage
 
-        run_then(ctx, r.then, made, list(r.then_overrides), r.then_conf)
+        run_next_stage(ctx, r.then, get_runner(r.then), made, list(r.then_overrides), r.then_conf)
     # last: a manifest means "finished", so an interrupted rlaif.then stage must not find one
     write_manifest(ctx, summary, {"data.path": d.path})
     ctx.log(f"Done: {ctx.out}")

@@ -2,7 +2,7 @@
 with Bradley-Terry / Plackett-Luce, or on step labels as a process reward model (BCE per step).
 
 final/ is an ``AutoModelForSequenceClassification`` (num_labels=1) dir + ``reward_config.json``; see
-``rlhf_cli.models.reward`` for the format and the scorer used by RL stages and ``rlhf eval rm-accuracy``.
+``rlhf_cli.models.reward_model`` for the format and the scorer used by RL stages and ``rlhf eval rm-accuracy``.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Dict, Tuple
 
 import torch
 
-from rlhf_cli.algos.reward import RM_LOSSES, process_bce
+from rlhf_cli.algos.reward_model import RM_LOSSES, process_bce
 from rlhf_cli.data.preference import collate_preferences, load_preferences
 from rlhf_cli.models.loading import load_tokenizer
-from rlhf_cli.models.reward import build_reward_model, last_token_scores, reward_config_text
-from rlhf_cli.stages.common import fit, load_train_eval
-from rlhf_cli.stages.runtime import RunContext
+from rlhf_cli.models.reward_model import build_reward_model, last_token_scores, reward_config_text
+from rlhf_cli.training.runtime import RunContext
+from rlhf_cli.training.supervised import fit, load_train_eval
 
 
 def ranking_stats(grid: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

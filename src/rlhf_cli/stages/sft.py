@@ -10,8 +10,8 @@ from rlhf_cli.data.packing import build_rows, collate, collate_flat
 from rlhf_cli.data.sft import load_sft_examples
 from rlhf_cli.models.forward import label_logprobs, lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
-from rlhf_cli.stages.common import fit, load_train_eval
-from rlhf_cli.stages.runtime import RunContext
+from rlhf_cli.training.runtime import RunContext
+from rlhf_cli.training.supervised import fit, load_train_eval
 
 
 class SFTTask:

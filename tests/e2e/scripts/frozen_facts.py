@@ -19,8 +19,8 @@ from rlhf_cli.engine.strategy import OffloadedModel, Strategy
 from rlhf_cli.models.loading import load_reference, load_tokenizer
 from rlhf_cli.quiet import quiet_libraries
 from rlhf_cli.stages import get_runner
-from rlhf_cli.stages.run_dir import prepare_output_dir
-from rlhf_cli.stages.runtime import RunContext
+from rlhf_cli.training.run_dir import prepare_output_dir
+from rlhf_cli.training.runtime import RunContext
 
 
 def optimizer_param_ids(engine) -> set:

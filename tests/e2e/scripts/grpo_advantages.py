@@ -15,7 +15,7 @@ import torch
 from rlhf_cli.config.compose import compose
 from rlhf_cli.engine.process_exit import exit_process
 from rlhf_cli.engine.strategy import Strategy
-from rlhf_cli.rollout.experience import Sample
+from rlhf_cli.rl.experience import Sample
 from rlhf_cli.stages.grpo import advantages_for
 
 G, GROUPS = 4, 8

@@ -13,10 +13,10 @@ from rlhf_cli.algos.advantages import ADVANTAGES
 from rlhf_cli.algos.logprobs import masked_sum
 from rlhf_cli.algos.policy import KL_ESTIMATORS, LOSS_AGGREGATIONS
 from rlhf_cli.algos.preference import DPO_LOSSES
-from rlhf_cli.algos.reward import RM_LOSSES
+from rlhf_cli.algos.reward_model import RM_LOSSES
 from rlhf_cli.bench import BENCHES
 from rlhf_cli.evals import EVALS
-from rlhf_cli.rollout.rewards.registry import REWARDS
+from rlhf_cli.rewards.registry import REWARDS
 
 ENTRIES = {DPO_LOSSES: "toy_hinge", RM_LOSSES: "toy_rm_hinge", ADVANTAGES: "toy_centered",
            LOSS_AGGREGATIONS: "toy_seq_sum", KL_ESTIMATORS: "toy_sq", REWARDS: "toy_length",

@@ -20,7 +20,7 @@ from rlhf_cli.engine.checkpoints import checkpoint_dir
 from rlhf_cli.engine.process_exit import exit_process
 from rlhf_cli.engine.strategy import Strategy
 from rlhf_cli.models.loading import load_causal_lm, load_tokenizer
-from rlhf_cli.models.reward import build_reward_model
+from rlhf_cli.models.reward_model import build_reward_model
 from rlhf_cli.quiet import quiet_libraries
 
 TOTAL, SAVE_AT, MICRO, LENGTH = 5, 3, 2, 16

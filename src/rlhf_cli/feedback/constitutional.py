@@ -21,10 +21,10 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from rlhf_cli.algos.judge import clamp_band, confident, order_averaged, order_flips
+from rlhf_cli.algos.ai_feedback import clamp_band, confident, order_averaged, order_flips
 from rlhf_cli.data.constitution import Constitution, hash_ints
 from rlhf_cli.data.rlaif import RLAIFPrompt, pref_prompt, sl_record
-from rlhf_cli.rollout.judge import Judge
+from rlhf_cli.models.judge import Judge
 from rlhf_cli.rollout.sampling import SamplingParams
 
 

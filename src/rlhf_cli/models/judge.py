@@ -1,6 +1,6 @@
 """A judge LLM: renders judge prompts with its chat template, generates critiques / revisions / reasoning
 through the rollout engine (KV cache), and reads choice-label probabilities from ONE batched forward
-over prompt + question (no sampling). The maths is in ``rlhf_cli.algos.judge``.
+over prompt + question (no sampling). The maths is in ``rlhf_cli.algos.ai_feedback``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from rlhf_cli.algos.judge import choice_ids_tensor, expected_score, label_probs
+from rlhf_cli.algos.ai_feedback import choice_ids_tensor, expected_score, label_probs
 from rlhf_cli.errors import ConfigError
 from rlhf_cli.rollout.generate import _supports_logits_to_keep, eos_ids, generate, left_pad
 from rlhf_cli.rollout.sampling import SamplingParams

@@ -2,7 +2,7 @@
 
 Usage::
 
-    PYTHONPATH=src python -m rlhf_cli.rollout.bench_generate [--batch 8 --prompt-len 64 --new-tokens 64]
+    PYTHONPATH=src python -m rlhf_cli.bench.generate [--batch 8 --prompt-len 64 --new-tokens 64]
 
 By default it builds a randomly initialised Llama with SmolLM2-135M's shape (no download)
 and reports new tokens / second for both engines. Every row generates exactly

@@ -1,7 +1,7 @@
 """``model`` reward: score completions with a reward model trained by the ``rm`` stage.
 
 ``{name: model, path: runs/rm/final, weight: 1.0, batch_size: 8}``. The scorer class lives in
-``rlhf_cli.models.reward`` (built with the rm stage) and is imported lazily; the model itself is
+``rlhf_cli.models.reward_model`` (built with the rm stage) and is imported lazily; the model itself is
 loaded on the first call, so validating a config never loads weights.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from .registry import REWARDS
 
 def _scorer_class():
     try:
-        from rlhf_cli.models.reward import RewardModelScorer
+        from rlhf_cli.models.reward_model import RewardModelScorer
     except (ImportError, AttributeError):
-        raise RewardError("reward 'model' needs the rm stage (rlhf_cli.models.reward.RewardModelScorer "
+        raise RewardError("reward 'model' needs the rm stage (rlhf_cli.models.reward_model.RewardModelScorer "
                           "is not available in this install)") from None
     return RewardModelScorer
 

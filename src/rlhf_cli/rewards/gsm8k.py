@@ -128,11 +128,6 @@ def reference_value(ref: Any) -> Optional[float]:
     return normalize_number(extract_answer(str(ref)))
 
 
-def answers_match(pred: Optional[str], ref: Any, tolerance: float = 1e-6) -> bool:
-    p, r = normalize_number(pred), reference_value(ref)
-    return p is not None and r is not None and abs(p - r) <= tolerance
-
-
 @REWARDS.register("gsm8k")
 def make_gsm8k_reward(
     *,

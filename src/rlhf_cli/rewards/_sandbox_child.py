@@ -1,5 +1,5 @@
 """Sandbox launcher for the ``code`` reward, run as ``python -I -S -B _sandbox_child.py`` by
-:mod:`rlhf_cli.rollout.rewards.sandbox`. Standard library only; everything here runs before any
+:mod:`rlhf_cli.rewards.sandbox`. Standard library only; everything here runs before any
 untrusted code. Nothing in this file decides a score: the untrusted program only ever reports
 values (fd 3), and the parent compares them with expected values it never handed over.
 

@@ -1,14 +1,20 @@
-"""A tiny name -> callable registry with helpful error messages."""
+"""Name -> callable registries (what users pick by name: losses, estimators, rewards, evals...) with
+helpful error messages, and lazy entries whose code is imported on first call ("module:function"), so that
+listing or validating names never imports a heavy module. A base module: every room may use it."""
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any, Callable, Dict, Iterator, List, TypeVar
+
+from rlhf_cli.errors import ConfigError
 
 F = TypeVar("F", bound=Callable)
 
 
-class UnknownNameError(KeyError):
-    """Raised by :meth:`Registry.get` for a name that was never registered."""
+class UnknownNameError(ConfigError, KeyError):
+    """Raised by :meth:`Registry.get` for a name that was never registered (a config error: exit code 2,
+    one line with the closest name; a KeyError too, for code that looks names up)."""
 
     def __str__(self) -> str:  # KeyError would repr() the message otherwise
         return str(self.args[0]) if self.args else ""
@@ -82,3 +88,16 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def lazy_entry(ref: str) -> Callable[..., Any]:
+    """A callable that imports ``ref`` ("package.module:function") on first use and calls it."""
+    module, _, name = ref.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = name
+    call.__doc__ = f"Calls {ref} (imported on first use)."
+    return call

@@ -1,6 +1,6 @@
 import pytest
 
-from rlhf_cli.algos.registry import Registry, UnknownNameError
+from rlhf_cli.registry import Registry, UnknownNameError
 
 
 def _make():

@@ -28,7 +28,6 @@ _CACHE_LOCK = threading.Lock()  # _python_paths() / _newroot(), called from the 
 _PROBED: Dict[str, Tuple[bool, str]] = {}
 _PATHS: Dict[str, List[str]] = {}
 _NEWROOT: List[str] = []
-SETUP_FAILED = 125
 
 
 @dataclass

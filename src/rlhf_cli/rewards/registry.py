@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Sequence, TypeVar, Union
 
-from rlhf_cli.algos.registry import Registry, UnknownNameError  # noqa: F401 (re-exported)
+from rlhf_cli.registry import Registry, UnknownNameError  # noqa: F401 (re-exported)
 
 from .errors import RewardError
 
@@ -39,7 +39,7 @@ RESERVED_KEYS = ("name", "weight", "alias")
 
 
 # The one registry class of the project (names -> callables, closest-name errors). The built-in rewards
-# register themselves when the package (rollout/rewards/__init__.py) imports their modules.
+# register themselves when the package (rewards/__init__.py) imports their modules.
 REWARDS = Registry("reward function")
 
 

@@ -1,17 +1,18 @@
-"""RLAIF's saved progress: every process writes each finished chunk of a phase to
-``output_dir/rlaif_chunks/<phase>.rank<R>.chunk<K>.json`` (records + counts, atomically), so a rerun after
-an interruption skips the saved chunks and continues; ``done.json`` marks the phases finished (the merged
-files are written) and holds their summary for the ``rlaif.then`` stage that follows.
+"""Saved progress of a chunked data-making run (RLAIF's phases): every process writes each finished chunk
+of a phase to ``output_dir/rlaif_chunks/<phase>.rank<R>.chunk<K>.json`` (records per output file + counts,
+atomically), so a rerun after an interruption skips the saved chunks and continues; ``done.json`` marks the
+phases finished (the merged files are written) and holds their summary for the stage that follows.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from rlhf_cli.output_files import write_output
 
-# (no torch here: run_dir reads saved_chunks() before any worker starts; PhaseOut is imported where used)
+# (no torch here: run_dir reads saved_chunks() before any worker starts)
+Records = Dict[str, List[dict]]
 
 CHUNK_DIR = "rlaif_chunks"
 DONE = "done.json"
@@ -21,20 +22,18 @@ def chunk_path(out: Path, phase: str, rank: int, chunk: int) -> Path:
     return Path(out) / CHUNK_DIR / f"{phase}.rank{rank}.chunk{chunk:05d}.json"
 
 
-def save_chunk(path: Path, part) -> None:
-    """Write a chunk's ``PhaseOut`` (records + counts) whole or not at all."""
+def save_chunk(path: Path, records: Records, counts: Dict[str, float]) -> None:
+    """Write a chunk's records (output file -> records) and counts whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_output(path, json.dumps({"records": part.records, "counts": part.counts}, ensure_ascii=False))
+    write_output(path, json.dumps({"records": records, "counts": counts}, ensure_ascii=False))
 
 
-def load_chunk(path: Path):
-    """A saved chunk's ``PhaseOut``, or None when there is none (or it cannot be read: it is recomputed,
-    never fatal)."""
-    from rlhf_cli.stages.rlaif_phases import PhaseOut
-
+def load_chunk(path: Path) -> Optional[Tuple[Records, Dict[str, float]]]:
+    """A saved chunk's (records, counts), or None when there is none (or it cannot be read: it is
+    recomputed, never fatal)."""
     try:
         saved = json.loads(path.read_text())
-        return PhaseOut(dict(saved["records"]), dict(saved["counts"]))
+        return dict(saved["records"]), dict(saved["counts"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -44,7 +43,7 @@ def merge_chunks(out: Path, names: List[str]) -> Dict[str, List[dict]]:
     merged: Dict[str, List[dict]] = {name: [] for name in names}
     for path in sorted((Path(out) / CHUNK_DIR).glob("*.chunk*.json")):
         part = load_chunk(path)
-        for name, recs in (part.records if part else {}).items():
+        for name, recs in (part[0] if part else {}).items():
             if name in merged:
                 merged[name] += recs
     for recs in merged.values():

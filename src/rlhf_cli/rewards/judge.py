@@ -60,7 +60,7 @@ def make_judge_reward(*, path: str, mode: str = "score", reference_field: str = 
 
     def judge():
         if "judge" not in state:
-            from rlhf_cli.rollout.judge import Judge, load_judge_model
+            from rlhf_cli.models.judge import Judge, load_judge_model
 
             dev, dt = _device_dtype(device, dtype)
             try:
@@ -76,7 +76,7 @@ def make_judge_reward(*, path: str, mode: str = "score", reference_field: str = 
             ids = [j.encode(const.render("score", prompt=p, response=r), const.render("score_answer"), DIGITS)
                    for p, r, _ in keys]
             return [1.0 + float(v) for v in j.expected_rating(ids, DIGITS, range(10))]
-        from rlhf_cli.algos.judge import order_averaged
+        from rlhf_cli.algos.ai_feedback import order_averaged
 
         la, lb = labels
         q = const.render("reference_question")

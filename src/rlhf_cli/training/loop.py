@@ -9,7 +9,7 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from rlhf_cli.errors import RlhfError
-from rlhf_cli.stages.runtime import Interrupted, Progress, RunContext
+from rlhf_cli.training.runtime import Interrupted, Progress, RunContext
 
 # Metrics whose non-finite value means the run is broken (a loss, or the gradient norm).
 GUARDED = ("loss", "grad_norm")

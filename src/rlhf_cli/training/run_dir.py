@@ -67,7 +67,7 @@ def changed_keys(old_yaml: str, new_yaml: str) -> List[str]:
 def saved_progress(out: Path) -> Optional[str]:
     """What a rerun into ``out`` would resume from: "step N" (the newest complete checkpoint), "N saved
     RLAIF chunk(s)", or None (nothing: a fresh start)."""
-    from rlhf_cli.stages.rlaif_chunks import saved_chunks
+    from rlhf_cli.training.chunks import saved_chunks
 
     steps = list_checkpoints(out / "checkpoints")
     if steps:

@@ -18,7 +18,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .registry import Registry
+from rlhf_cli.registry import Registry
 
 RM_LOSSES = Registry("reward model loss")
 # Entries that need K-wise rankings (not only pairs) to be meaningful.

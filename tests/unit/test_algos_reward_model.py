@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rlhf_cli.algos.reward import (
+from rlhf_cli.algos.reward_model import (
     RANKING_LOSSES,
     RM_LOSSES,
     aggregate_step_scores,

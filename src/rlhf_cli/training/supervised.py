@@ -1,4 +1,5 @@
-"""The training loop shared by every stage that learns from a fixed dataset (sft, rm, dpo).
+"""The training loop shared by every stage that learns from a fixed dataset (sft, rm, dpo), and the
+whole flow around it (eval split, prepare, resume, train, export, manifest: ``fit``).
 
 A stage supplies a ``SupervisedTask``: how to collate rows, how much each micro-batch "weighs" (loss
 tokens for SFT, pairs for RM/DPO), and its loss as a SUM over that weight plus metric sums. The loop
@@ -8,14 +9,15 @@ same however a step is split into micro-batches, processes or accumulation steps
 from __future__ import annotations
 
 import math
+import random
 import time
-from typing import Dict, List, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Protocol, Sequence, Tuple
 
 import torch
 
 from rlhf_cli.data.packing import epoch_order, micro_batches, step_micro_batches
-from rlhf_cli.stages.loop import run_steps
-from rlhf_cli.stages.runtime import RunContext
+from rlhf_cli.training.loop import run_steps
+from rlhf_cli.training.runtime import RunContext, export_final, write_manifest
 
 
 class SupervisedTask(Protocol):
@@ -123,4 +125,42 @@ def train(ctx: RunContext, engine, task: SupervisedTask, rows: Sequence, eval_ro
         ctx.metrics.write(step, final_eval)
         summary.update(final_eval)
     summary.update(train_tokens_this_run=tokens_done)
+    return summary
+
+
+def split_eval(items: List, fraction: float, seed: int) -> Tuple[List, List]:
+    """Deterministic held-out split: the same (seed, data) always gives the same eval set."""
+    if fraction <= 0 or len(items) < 2:
+        return items, []
+    idx = list(range(len(items)))
+    random.Random(seed).shuffle(idx)
+    n_eval = max(1, int(round(fraction * len(items))))
+    eval_idx = set(idx[:n_eval])
+    return [x for i, x in enumerate(items) if i not in eval_idx], [x for i, x in enumerate(items) if i in eval_idx]
+
+
+def load_train_eval(ctx: RunContext, load: Callable[[str], List]) -> Tuple[List, List]:
+    """``load(path)`` -> items; eval from data.eval_path, else a data.eval_fraction split of data.path."""
+    d = ctx.cfg.data
+    items = load(d.path)
+    if d.eval_path:
+        return items, load(d.eval_path)
+    return split_eval(items, d.eval_fraction, ctx.cfg.seed)
+
+
+def fit(ctx: RunContext, model, tokenizer, task, rows: Sequence, eval_rows: Sequence,
+        extra_files=None, summary_extra=None) -> dict:
+    """prepare engine -> resume -> train -> export final/ -> manifest. Returns the summary."""
+    s = ctx.strategy
+    step_rows, total = plan_steps(ctx.cfg, len(rows), s.world_size)
+    engine = s.prepare(model, total)
+    state = ctx.resume()
+    start = state["step"] if state else 0
+    summary = train(ctx, engine, task, rows, eval_rows, start, total, step_rows)
+    summary.update(summary_extra or {})
+    # extra files may depend on the training summary (e.g. a reward model's score statistics)
+    files = {name: text(summary) if callable(text) else text for name, text in (extra_files or {}).items()}
+    final = export_final(ctx, engine, tokenizer, files)
+    write_manifest(ctx, summary, {"data.path": ctx.cfg.data.path, "data.eval_path": ctx.cfg.data.eval_path})
+    ctx.log(f"Done: {final}")
     return summary

@@ -9,10 +9,10 @@ import torch
 
 from rlhf_cli.data.packing import epoch_order
 from rlhf_cli.data.prompts import PromptExample, reward_fields
-from rlhf_cli.rollout.experience import Sample
+from rlhf_cli.rl.experience import Sample
 from rlhf_cli.rollout.generate import eos_ids, generate
 from rlhf_cli.rollout.sampling import SamplingParams
-from rlhf_cli.stages.runtime import RunContext
+from rlhf_cli.training.runtime import RunContext
 
 
 class PromptStream:
@@ -106,7 +106,7 @@ def setup_rl(ctx: RunContext, sec, extra: str = ""):
 
     from rlhf_cli.data.prompts import load_prompt_data
     from rlhf_cli.models.loading import load_tokenizer
-    from rlhf_cli.rollout.rewards import build_reward
+    from rlhf_cli.rewards import build_reward
 
     cfg, s, d = ctx.cfg, ctx.strategy, ctx.cfg.data
     tokenizer = load_tokenizer(cfg.model)

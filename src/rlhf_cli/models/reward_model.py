@@ -169,7 +169,7 @@ class RewardModelScorer:
         if self.cfg["type"] == "process":
             delim = self.cfg["step_delimiter"]
             steps = [[s for s in c.split(delim) if s.strip()] or [c] for c in completions]
-            from rlhf_cli.algos.reward import aggregate_step_scores
+            from rlhf_cli.algos.reward_model import aggregate_step_scores
 
             out = []
             for probs in self.score_steps(prompts, steps):

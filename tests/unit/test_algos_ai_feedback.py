@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rlhf_cli.algos.judge import (
+from rlhf_cli.algos.ai_feedback import (
     choice_ids_tensor,
     choice_logprobs,
     clamp_band,

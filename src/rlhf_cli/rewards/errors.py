@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from rlhf_cli.errors import RlhfError
 
-class RewardError(ValueError):
-    """A reward function is misconfigured, could not be loaded, or returned bad scores."""
+
+class RewardError(RlhfError, ValueError):
+    """A reward function is misconfigured, could not be loaded, or returned bad scores (exit code 2)."""
+
+    exit_code = 2
 
 
 def dataset_field(fields: Mapping[str, Any], name: str, reward: str, option: str) -> Any:
