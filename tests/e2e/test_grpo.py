@@ -24,7 +24,7 @@ def test_grpo_kl0_loads_no_reference(prompts, tmp_path):
                 "clip_high_fraction", "entropy", "response_length", "time/generation", "time/scoring",
                 "time/update", "gen_tokens_per_s"):
         assert key in rows[-1], key
-    assert "kl" not in rows[-1]
+    assert "kl_loss" not in rows[-1] and "kl" not in rows[-1]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["metrics"]["reference_model"] is False
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
@@ -32,12 +32,13 @@ def test_grpo_kl0_loads_no_reference(prompts, tmp_path):
 
 @pytest.mark.e2e
 def test_grpo_two_processes_kl_iterations_dynamic_sampling(prompts, tmp_path):
-    proc = rlhf(base(prompts, tmp_path / "run") + ["grpo.kl_coef=0.05", "grpo.num_iterations=2",
+    proc = rlhf(base(prompts, tmp_path / "run") + ["grpo.kl_coef=0.05", "grpo.epochs=2",
                                                    "grpo.dynamic_sampling=true", "grpo.overlong=mask",
                                                    "--nproc", "2"])
     assert "Reference model loaded" in proc.stdout
     rows = metrics(tmp_path / "run")
-    assert len(rows) == 2 and all("kl" in r and r["kl"] >= 0 for r in rows)
+    assert len(rows) == 2 and all("kl_loss" in r and r["kl_loss"] >= 0 for r in rows)
+    assert all(r["update_epochs"] == 2 for r in rows)
     # overlong=mask with 8-token budget: every response is truncated and masked out of the loss
     assert rows[-1]["truncated_fraction"] == 1.0
 

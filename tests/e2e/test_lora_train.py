@@ -141,8 +141,8 @@ def test_lora_grpo_kl_to_the_disabled_adapter(tmp_path):
                  "train.max_steps=3", "optim.lr=1e-2", "grpo.kl_coef=0.1", reward, f"output_dir={out}"])
     assert "Reference model loaded" not in proc.stdout
     rows = metrics(out)
-    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-7)  # step 1: adapter B = 0, policy == reference
-    assert rows[-1]["kl"] > 1e-6
+    assert rows[0]["kl_loss"] == pytest.approx(0.0, abs=1e-7)  # step 1: adapter B = 0, policy == reference
+    assert rows[-1]["kl_loss"] > 1e-6
     assert (out / "final" / "adapter" / "adapter_model.safetensors").exists()
 
 
@@ -186,7 +186,7 @@ def test_lora_rl_reference_is_ref_path_when_given(tmp_path, other_model, stage):
                  f"output_dir={out}"])
     assert f"Reference model loaded: ref.path={other_model}" in proc.stdout
     assert "adapter disabled" not in proc.stdout
-    assert abs(metrics(out)[0]["kl"]) > 1e-2
+    assert abs(metrics(out)[0]["kl_loss" if stage == "grpo" else "kl"]) > 1e-2
 
 
 def test_lora_dpo_reference_is_ref_path_when_given(tmp_path, prefs, other_model):

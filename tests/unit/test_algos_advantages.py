@@ -3,7 +3,23 @@ import math
 import pytest
 import torch
 
-from rlhf_cli.algos.advantages import ADVANTAGES, gae, group_has_signal, grpo, rloo
+from rlhf_cli.algos import advantages as A
+from rlhf_cli.algos.advantages import ADVANTAGES, AdvantageInputs, estimate, group_has_signal
+
+
+def grpo(r, num_generations, **options):
+    """GRPO's per-response advantages (the registered estimator, one token per response)."""
+    adv, returns = A.grpo(AdvantageInputs(r, torch.ones(len(r), 1), num_generations), **options)
+    assert returns is None and adv.shape == (len(r), 1)
+    return adv[:, 0]
+
+
+def rloo(r, num_generations):
+    return A.rloo(AdvantageInputs(r, torch.ones(len(r), 1), num_generations))[0][:, 0]
+
+
+def gae(rewards, values, mask, gamma, lam):
+    return A.gae(AdvantageInputs(torch.zeros(len(rewards)), mask, token_rewards=rewards, values=values), gamma, lam)
 
 
 def test_registry():
@@ -20,7 +36,10 @@ def test_grpo_group_scaling_and_all_equal_group():
     out = grpo(r, num_generations=4)
     torch.testing.assert_close(out, torch.tensor([a, -a, -a, a, 0, 0, 0, 0]), atol=1e-6, rtol=0)
     assert torch.all(out[4:] == 0)
-    assert ADVANTAGES.get("grpo")(r, 4).shape == (8,)
+    # spread over each response's tokens, 0 where the mask is 0 (an overlong response masked out)
+    mask = torch.tensor([[1, 1, 0]] * 7 + [[0, 0, 0]], dtype=torch.float32)
+    adv, _ = ADVANTAGES.get("grpo")(AdvantageInputs(r, mask, 4))
+    torch.testing.assert_close(adv, out[:, None] * mask)
 
 
 def test_grpo_batch_and_none_scaling():
@@ -28,7 +47,7 @@ def test_grpo_batch_and_none_scaling():
     # 'none' (Dr. GRPO): r - group mean
     expected_none = torch.tensor([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0])
     torch.testing.assert_close(grpo(r, 4, scale_rewards="none"), expected_none)
-    torch.testing.assert_close(ADVANTAGES.get("dr_grpo")(r, 4), expected_none)
+    torch.testing.assert_close(estimate("dr_grpo", AdvantageInputs(r, torch.ones(8, 1), 4))[0][:, 0], expected_none)
     # 'batch': batch mean 0.75 ; sq devs 6 * 0.0625 + 2 * 0.5625 = 1.5 ; /7 -> std = sqrt(3/14) = 0.462910
     s = math.sqrt(1.5 / 7)
     torch.testing.assert_close(grpo(r, 4, scale_rewards="batch"), expected_none / (s + 1e-4), atol=1e-6, rtol=0)
@@ -131,3 +150,15 @@ def test_gae_hole_in_the_middle_is_skipped_and_rows_of_different_lengths():
     assert torch.equal(adv_b, adv)
     with pytest.raises(ValueError, match="one \\[B, T\\] shape"):
         gae(rewards, values[:, :3], mask, gamma, lam)
+
+
+def test_every_estimator_has_the_one_signature_and_gae_needs_a_critic():
+    r = torch.tensor([1.0, 0.0, 2.0, 2.0])
+    for name in ADVANTAGES.names():
+        needs = ADVANTAGES.meta(name).get("needs", ())
+        inputs = AdvantageInputs(r, torch.ones(4, 3), 2, token_rewards=torch.zeros(4, 3) if needs else None,
+                                 values=torch.zeros(4, 3) if needs else None)
+        adv, _ = estimate(name, inputs, **{"gamma": 1.0, "lam": 0.95} if name == "gae" else {})
+        assert adv.shape == (4, 3) and adv.dtype == torch.float32, name
+    with pytest.raises(ValueError, match="'gae' needs token_rewards, values"):
+        estimate("gae", AdvantageInputs(r, torch.ones(4, 3), 2), gamma=1.0, lam=0.95)

@@ -39,7 +39,7 @@ def test_clipped_surrogate_asymmetric():
     adv = torch.tensor([[1.0, -1.0, 1.0, -1.0, -1.0, 1.0]], dtype=torch.float64)
     old = torch.zeros_like(ratios)
     logps = ratios.log().requires_grad_(True)
-    loss, st = clipped_surrogate(logps, old, adv, clip_low, clip_high)
+    loss, st = clipped_surrogate(logps, old, adv, clip_low=clip_low, clip_high=clip_high)
     # r=1.5 A=+1: min(1.5, 1.28) -> -1.28 (clipped high, no grad)
     # r=0.5 A=-1: min(-0.5, -0.8) -> 0.8 (clipped low, no grad)
     # r=1.25 A=+1: inside [0.8, 1.28] (a symmetric 0.2 clip would cut it) -> -1.25
@@ -60,7 +60,7 @@ def test_clipped_surrogate_broadcast_seq_advantages_and_old_logp_constant():
     logps = torch.log(torch.tensor([[1.1, 1.0], [1.0, 0.7]])).requires_grad_(True)
     old = torch.zeros(2, 2, requires_grad=True)
     adv = torch.tensor([2.0, -1.0])  # [B]
-    loss, st = clipped_surrogate(logps, old, adv, 0.2, 0.2)
+    loss, st = clipped_surrogate(logps, old, adv, clip_low=0.2, clip_high=0.2)
     # row 0, A=2: -(1.1*2), -(1*2) ; row 1, A=-1: 1.0, ratio .7 < .8 -> clipped: -min(-.7, -.8) = 0.8
     torch.testing.assert_close(loss, torch.tensor([[-2.2, -2.0], [1.0, 0.8]]))
     assert st["clip_low"].tolist() == [[False, False], [False, True]]
@@ -119,3 +119,24 @@ def test_aggregate_grads_and_unknown_mode():
     assert set(LOSS_AGGREGATIONS.names()) == {"token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"}
     with pytest.raises(UnknownNameError, match="did you mean 'token_mean'"):
         aggregate_loss(PER_TOKEN, MASK, "token_men", max_len=8)
+
+
+def test_reinforce_is_the_unclipped_importance_weighted_policy_gradient():
+    """POLICY_LOSSES['reinforce']: -ratio * A (Williams 1992 with an importance ratio). On-policy its gradient
+    is -A d log pi; off-policy it is not clipped (no token counted as clipped), where ppo_clip cuts it."""
+    from rlhf_cli.algos.policy import POLICY_LOSSES
+
+    fn = POLICY_LOSSES.get("reinforce")
+    logps = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]], requires_grad=True)
+    adv = torch.tensor([2.0, -1.0])
+    loss, st = fn(logps, logps.detach(), adv, torch.ones(2, 2))
+    torch.testing.assert_close(loss, torch.tensor([[-2.0, -2.0], [1.0, 1.0]]), check_dtype=False)
+    loss.sum().backward()
+    torch.testing.assert_close(logps.grad, torch.tensor([[-2.0, -2.0], [1.0, 1.0]]))  # -A, ratio 1
+    # far off-policy (ratio e = 2.718 > 1.2): reinforce keeps the full gradient, ppo_clip zeroes it
+    old = logps.detach() - 1.0
+    loss_r, st_r = fn(logps, old, adv, torch.ones(2, 2))
+    loss_c, st_c = POLICY_LOSSES.get("ppo_clip")(logps, old, adv, torch.ones(2, 2), clip_low=0.2, clip_high=0.2)
+    torch.testing.assert_close(loss_r[0], -math.e * torch.tensor([2.0, 2.0]))
+    assert not st_r["clip_high"].any() and st_c["clip_high"][0].all()
+    assert set(POLICY_LOSSES.names()) >= {"ppo_clip", "reinforce"}

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlhf_cli.algos.advantages import gae
+from rlhf_cli.algos.advantages import AdvantageInputs, gae
 from rlhf_cli.algos.logprobs import masked_moments, moments_mean_var, token_entropy
 from rlhf_cli.algos.policy import KL_ESTIMATORS
 from rlhf_cli.algos.ppo import (
@@ -77,7 +77,8 @@ def test_gae_on_shaped_rewards_then_global_whitening():
     scores = apply_missing_eos_penalty(RAW_SCORES, FINISHED, -1.0)
     rewards, _ = shaped_rewards(scores, KL, MASK, kl_coef=0.1)
     values = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, NAN, NAN], [1.0, 9.0, 1.5, 9.0], [NAN] * 4])
-    adv, ret = gae(rewards, values, MASK, gamma=1.0, lam=0.5)  # gamma * lam = 0.5
+    inputs = AdvantageInputs(scores, MASK, token_rewards=rewards, values=values)
+    adv, ret = gae(inputs, gamma=1.0, lam=0.5)  # gamma * lam = 0.5
     # row 0: t3 d = -1.04 - .4 = -1.44 -> A = -1.44
     #        t2 d = -.03 + .4 - .3 = .07 -> A = .07 + .5 * -1.44 = -.65
     #        t1 d = -.02 + .3 - .2 = .08 -> A = .08 + .5 * -.65 = -.245

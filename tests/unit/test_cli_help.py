@@ -39,3 +39,13 @@ def test_the_usage_words_the_markup_ate():
     assert "models=[runs/sft,runs/dpo] k=4 out=rankings.jsonl" in help_text("label")
     assert "[pairs.jsonl ...] [k=4 bootstrap=1000] [--json]" in help_text("elo")
     assert "[elo=ELO.json]" in help_text("report")
+
+
+def test_one_error_handler_keeps_exit_codes_and_makes_errors_one_line():
+    """Every command goes through cli/app.py's one handler: an error is one line with its exit code (2 for
+    config), and a command's own exit code (typer.Exit) passes through untouched."""
+    bad = CliRunner().invoke(app, ["config", "sfd"])
+    assert bad.exit_code == 2 and bad.output.strip().splitlines() == [
+        "error: unknown stage 'sfd' (did you mean 'sft'?); stages: sft, rm, dpo, ppo, grpo, rlaif"]
+    ok = CliRunner().invoke(app, ["train", "sft", "model=tiny", "--dry-run"])
+    assert ok.exit_code == 0 and "error" not in ok.output

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlhf_cli.config.compose import compose
 from rlhf_cli.engine.ds_config import (
@@ -57,3 +58,31 @@ def test_precision_and_backend_resolution():
     assert resolve_precision("fp32", cuda=True, bf16_supported=True) == "fp32"
     assert resolve_backend("auto", cuda=False) == "gloo"
     assert resolve_backend("auto", cuda=True) == "nccl"
+
+
+def test_an_update_must_take_exactly_grad_accum_micro_batches():
+    """TrainEngine.end_update: an optimizer step of another count of micro-batches than train.grad_accum is
+    an error (it would straddle two of DeepSpeed's optimizer steps); backward undoes DeepSpeed's divisions."""
+    from rlhf_cli.engine.train_engine import TrainEngine
+
+    class Recorder:  # the two DeepSpeed calls the contract is about, recorded
+        def __init__(self):
+            self.losses, self.steps = [], 0
+
+        def backward(self, loss):
+            self.losses.append(float(loss))
+
+        def step(self):
+            self.steps += 1
+
+    ds = Recorder()
+    engine = TrainEngine("policy", ds, zero_stage=2, is_main=True, world_size=2, grad_accum=3)
+    for _ in range(3):
+        engine.backward(torch.tensor(6.0), weight=4.0)  # a sum over this micro-batch; 4 units in the step
+        engine.step()
+    engine.end_update()
+    assert ds.losses == [6.0 * 2 * 3 / 4.0] * 3 and ds.steps == 3
+    engine.backward(torch.tensor(1.0))
+    engine.step()
+    with pytest.raises(RuntimeError, match="took 1 micro-batches, but train.grad_accum=3"):
+        engine.end_update()

@@ -48,7 +48,7 @@ def test_resume_rules(tmp_path):
     ck.mkdir(parents=True)
     (ck / "trainer_state.json").write_text('{"step": 3}')
     (tmp_path / "run" / "config.yaml").write_text("a: 1\n")
-    with pytest.raises(RunDirError, match="has checkpoints \\(step 3\\); pass resume=true"):
+    with pytest.raises(RunDirError, match="has saved progress \\(step 3\\); pass resume=true"):
         prepare_output_dir(_cfg(tmp_path, "resume=false"), "a: 1\n")
     prepare_output_dir(_cfg(tmp_path, "resume=true"), "a: 1\n")
     with pytest.raises(RunDirError, match="has no checkpoint"):

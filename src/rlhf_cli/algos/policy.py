@@ -1,4 +1,16 @@
-"""Policy-gradient pieces: KL estimators, PPO/DAPO clipped surrogate, loss aggregation."""
+"""Policy-gradient pieces: KL estimators, policy losses, loss aggregation.
+
+``POLICY_LOSSES`` maps a name (config: ``grpo.policy_loss``, ``ppo.policy_loss``) to a per-token loss with ONE
+signature, which the RL core's update (``rl/update.py``) calls for every stage::
+
+    fn(logps, old_logps, advantages, mask, **options) -> (per_token_loss[B, T], stats)
+
+``logps`` ``[B, T]`` carry the gradient; ``old_logps`` (the rollout policy's) and ``advantages`` (``[B, T]``,
+or ``[B]`` broadcast over tokens) are constants; ``mask`` is 1 on the tokens that count (for losses that
+pool over a sequence). ``stats`` holds bool ``[B, T]`` tensors ``clip_low`` / ``clip_high`` (where a bound
+cut the gradient; all False for an unclipped loss) and ``ratio``. Each entry is registered with
+``options={kwarg: config field}``. Adding a policy loss is one registered function and its test.
+"""
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple, Union
@@ -11,6 +23,7 @@ from .logprobs import masked_sum
 
 KL_ESTIMATORS = Registry("kl estimator")
 LOSS_AGGREGATIONS = Registry("loss aggregation")
+POLICY_LOSSES = Registry("policy loss")
 
 # --------------------------------------------------------------------------- KL
 # Schulman 2020, "Approximating KL Divergence" (http://joschu.net/blog/kl-approx.html).
@@ -40,10 +53,19 @@ def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------ surrogate
 
 
+def _ratio_and_advantages(logps, old_logps, advantages):
+    if advantages.dim() == logps.dim() - 1:
+        advantages = advantages.unsqueeze(-1)
+    return torch.exp(logps - old_logps.detach()), advantages.detach().to(logps.dtype)
+
+
+@POLICY_LOSSES.register("ppo_clip", options={"clip_low": "clip_low", "clip_high": "clip_high"})
 def clipped_surrogate(
     logps: torch.Tensor,
     old_logps: torch.Tensor,
     advantages: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    *,
     clip_low: float,
     clip_high: float,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -57,16 +79,14 @@ def clipped_surrogate(
         logps, old_logps: ``[B, T]`` per-token log-probs (``old_logps`` is treated as
             a constant).
         advantages: ``[B]`` (broadcast over tokens) or ``[B, T]``.
+        mask: unused (a per-token loss); part of the ``POLICY_LOSSES`` signature.
     Returns:
         ``(per_token_loss[B, T], stats)``; ``stats`` (all detached, ``[B, T]``):
         ``'ratio'``; ``'clip_low'`` (A < 0 and ratio < 1 - clip_low: lower
         bound active, zero gradient); ``'clip_high'`` (A > 0 and ratio >
         1 + clip_high).  Mask them with the token mask before averaging.
     """
-    if advantages.dim() == logps.dim() - 1:
-        advantages = advantages.unsqueeze(-1)
-    advantages = advantages.detach().to(logps.dtype)
-    ratio = torch.exp(logps - old_logps.detach())
+    ratio, advantages = _ratio_and_advantages(logps, old_logps, advantages)
     lo, hi = 1.0 - clip_low, 1.0 + clip_high
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, lo, hi) * advantages
@@ -79,6 +99,26 @@ def clipped_surrogate(
         "clip_high": (a > 0) & (r > hi),
     }
     return per_token, stats
+
+
+@POLICY_LOSSES.register("reinforce")
+def importance_weighted_pg(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """The unclipped policy gradient: REINFORCE (Williams 1992, eq. 11) with an importance ratio,
+    ``loss = -ratio * A``, ``ratio = exp(logps - old_logps)``.
+
+    On-policy (one update per rollout, ``ratio = 1``) its gradient is REINFORCE's ``-A grad log pi``
+    exactly (``grad ratio = ratio grad log pi``); over several updates nothing bounds the ratio (what
+    PPO's clip adds). ``stats`` as ``clipped_surrogate``'s, with no token ever clipped.
+    """
+    ratio, advantages = _ratio_and_advantages(logps, old_logps, advantages)
+    per_token = -ratio * advantages
+    never = torch.zeros_like(ratio, dtype=torch.bool)
+    return per_token, {"ratio": ratio.detach(), "clip_low": never, "clip_high": never.clone()}
 
 
 # ---------------------------------------------------------------- aggregation

@@ -28,8 +28,8 @@ def command(**settings):
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-                raise  # typer.Exit(code) and click's own usage errors
+            except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+                raise  # an exit code (typer.Exit) and click's own usage errors
             except Exception as e:
                 fail(e, bool(kwargs.get("debug", False)))
 

@@ -19,6 +19,8 @@ REGISTRY_FIELDS: Dict[str, str] = {
     "dpo.loss": "rlhf_cli.algos.preference:DPO_LOSSES",
     "rm.loss": "rlhf_cli.algos.reward_model:RM_LOSSES",
     "grpo.advantage": "rlhf_cli.algos.advantages:ADVANTAGES",
+    "grpo.policy_loss": "rlhf_cli.algos.policy:POLICY_LOSSES",
+    "ppo.policy_loss": "rlhf_cli.algos.policy:POLICY_LOSSES",
     "grpo.loss_agg": "rlhf_cli.algos.policy:LOSS_AGGREGATIONS",
     "grpo.kl_estimator": "rlhf_cli.algos.policy:KL_ESTIMATORS",
     "ppo.loss_agg": "rlhf_cli.algos.policy:LOSS_AGGREGATIONS",

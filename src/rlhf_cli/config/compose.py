@@ -164,8 +164,12 @@ def compose(stage: str, recipe: Optional[str] = None, overrides: Sequence[str] =
     """Return the validated, fully resolved config for ``stage``."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage '{stage}'{closest(stage, STAGES)}; stages: {', '.join(STAGES)}")
+    from rlhf_cli.config.aliases import rename_keys, rename_override
+
     recipe_cfg = _load_recipe(recipe) if recipe else OmegaConf.create({})
     source = recipe or "config"
+    rename_keys(recipe_cfg, source)
+    overrides = [rename_override(o) for o in overrides]
     recipe_groups = []
     for group in GROUPS:  # `engine: zero3` in a recipe is a group choice; a mapping is values.
         if isinstance(recipe_cfg.get(group), str):
@@ -209,6 +213,9 @@ def load_resolved(path: str | Path) -> DictConfig:
         raise ConfigError(f"{path}: not an rlhf-cli config")
     if raw.stage not in STAGES:
         raise ConfigError(f"{path}: unknown stage '{raw.stage}'")
+    from rlhf_cli.config.aliases import rename_keys
+
+    rename_keys(raw, str(path), warn=lambda *_: None)  # a run saved before a rename resumes
     return _validate(str(raw.stage), raw, str(path))
 
 

@@ -37,6 +37,9 @@ class RolloutSection(SamplingSection):
     num_generations: int = num(1, ge=1)
     # Sampling: temperature 1.0 keeps the rollout distribution the policy's own (on-policy ratios).
     temperature: float = num(1.0, gt=0)
+    # Per-token policy loss (rlhf_cli.algos.policy.POLICY_LOSSES): ppo_clip (the clipped surrogate, PPO /
+    # DAPO clip-higher with clip_low / clip_high) | reinforce (unclipped, importance-weighted).
+    policy_loss: str = "ppo_clip"
     # token_mean (DAPO, default) | seq_mean_token_mean (original GRPO) | seq_mean_token_sum_norm (Dr. GRPO).
     # token_mean: every generated token weighs the same, so long (often wrong) answers are not
     # under-penalised per token and short ones not over-rewarded, as with the per-sequence mean.
@@ -54,7 +57,8 @@ class RolloutSection(SamplingSection):
 class GRPOSection(RolloutSection):
     # G, responses per prompt. 8 for real runs (DeepSeekMath used 64); >= 2 (a group needs a baseline).
     num_generations: int = num(8, ge=2)
-    # Advantage estimator: grpo | dr_grpo | rloo (rlhf_cli.algos.advantages.ADVANTAGES).
+    # Advantage estimator: grpo | dr_grpo | rloo (rlhf_cli.algos.advantages.ADVANTAGES; gae needs the ppo
+    # stage's critic).
     advantage: str = "grpo"
     # grpo only: divide by the std of the group (original), the batch, or not at all (Dr. GRPO).
     scale_rewards: str = "group"
@@ -65,8 +69,9 @@ class GRPOSection(RolloutSection):
     kl_coef: float = num(0.0, ge=0)
     # KL estimator: k3 (GRPO, Shao et al. 2024 eq. 4) | k1 | k2.
     kl_estimator: str = "k3"
-    # mu: optimizer updates per batch of generations (old log-probs kept for the ratio). 1 = on-policy.
-    num_iterations: int = num(1, ge=1)
+    # Passes over each batch of generations, one optimizer update each (GRPO's mu, TRL's num_iterations;
+    # the old log-probs are kept for the ratio). 1 = on-policy.
+    epochs: int = num(1, ge=1)
     # DAPO dynamic sampling: drop groups whose rewards are all equal (zero advantage) and top the
     # batch up with new prompts, for at most max_resample_rounds extra generation rounds.
     dynamic_sampling: bool = False
@@ -106,7 +111,7 @@ class GRPOConfig(RunConfig):
         # DeepSpeed divides each micro-batch loss by grad_accum and steps the optimizer at its boundary:
         # one GRPO policy update is all of a step's micro-batches.
         return {"train.grad_accum": (micro_batches_per_update(cfg), "grpo.prompts_per_step x "
-                                     "grpo.num_generations / train.micro_batch_size (one update per step)")}
+                                     "grpo.num_generations / train.micro_batch_size (one update per pass)")}
 
 
 def micro_batches_per_update(cfg) -> int:
@@ -135,6 +140,12 @@ def check_rollout(cfg, section: str) -> None:
 def check_grpo(cfg) -> None:
     g = cfg.grpo
     check_rollout(cfg, "grpo")
+    from rlhf_cli.algos.advantages import ADVANTAGES
+
+    needs = ADVANTAGES.meta(g.advantage).get("needs", ()) if g.advantage in ADVANTAGES else ()
+    if needs:
+        raise ConfigError(f"grpo.advantage={g.advantage} needs {' and '.join(needs)} (a critic): use the ppo stage, "
+                          "or grpo | dr_grpo | rloo")
     choices = {"grpo.scale_rewards": (g.scale_rewards, ["group", "batch", "none"]),
                "grpo.overlong": (g.overlong, ["none", "mask", "penalty"])}
     for key, (value, options) in choices.items():

@@ -109,6 +109,12 @@ class Strategy:
                                    "min": dist.ReduceOp.MIN}[op])
         return t.tolist()
 
+    def all_reduce_named(self, values: Dict[str, float], op: str = "sum") -> Dict[str, float]:
+        """``all_reduce`` of named values (one collective, in sorted-name order on every process): metrics
+        are reduced by name, never by position."""
+        keys = sorted(values)
+        return dict(zip(keys, self.all_reduce([values[k] for k in keys], op)))
+
     def all_gather_object(self, obj: Any) -> List[Any]:
         """Every process's ``obj`` (picklable), in rank order, on every process."""
         if self.world_size == 1:
@@ -168,8 +174,8 @@ class Strategy:
             # gradient into buckets, all-reduces them with itself and copies them back at each optimizer
             # step: two passes over the whole gradient for an identity.
             ds.enable_backward_allreduce = False
-        engine = TrainEngine(name, ds, self.cfg.engine.zero_stage, self.is_main,
-                             loss_scale=float(self.world_size * self.cfg.train.grad_accum))
+        engine = TrainEngine(name, ds, self.cfg.engine.zero_stage, self.is_main, world_size=self.world_size,
+                             grad_accum=int(self.cfg.train.grad_accum))
         if self.cfg.model.compile:
             engine.compile()
         self.engines[name] = engine

@@ -4,12 +4,20 @@ A run holds one ``TrainEngine`` per trainable model, by name ({"policy"} for SFT
 "critic"} for PPO), each built from that model's own optimizer settings. Stages call the engine as the
 model (``engine(input_ids=...)``), then ``backward`` and ``step``.
 
-Gradient accumulation contract (the one place it is written down): call ``step()`` after EVERY
-micro-batch's ``backward()``. DeepSpeed counts the calls and applies the optimizer (clip, Adam, LR
-schedule, zero_grad) only at the boundary of ``train.grad_accum`` micro-batches; between boundaries
-``step()`` only advances its counter. DeepSpeed also divides each micro-batch loss by ``grad_accum`` and
-averages gradients over data-parallel processes, which stages undo with ``loss_scale`` so that a loss
-normalised by GLOBAL counts gives the same gradient however a step is split.
+Gradient accumulation contract (the one place it is written down). An optimizer step is
+``train.grad_accum`` micro-batches on every process; for each, a stage calls
+
+    engine.backward(loss, weight)   # loss: summed over the micro-batch's units (tokens, pairs, sequences)
+    engine.step()                   # weight: those units in the WHOLE optimizer step, over all processes
+
+and after the last one ``engine.end_update()``. ``backward`` takes the gradient of ``loss / weight``, the
+micro-batch's share of the step's global mean (``weight=1`` when ``loss`` is already divided by the global
+count, as the RL losses are): DeepSpeed divides each micro-batch loss by ``grad_accum`` and averages
+gradients over processes, and the engine undoes both, so the gradient is the same however a step is
+split over micro-batches and processes. DeepSpeed applies the optimizer (clip, Adam, LR schedule,
+zero_grad) at the boundary of ``grad_accum`` micro-batches; ``end_update`` asserts that the stage's step
+was exactly that many, so an update can never straddle two optimizer steps. (The fp16 "loss scale" is
+DeepSpeed's own dynamic scaling, a different thing.)
 """
 from __future__ import annotations
 
@@ -48,13 +56,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, 
 class TrainEngine:
     """A trainable model wrapped by DeepSpeed with its own AdamW + LR schedule (built by ``Strategy.prepare``)."""
 
-    def __init__(self, name: str, ds_engine, zero_stage: int, is_main: bool, loss_scale: float):
+    def __init__(self, name: str, ds_engine, zero_stage: int, is_main: bool, world_size: int = 1,
+                 grad_accum: int = 1):
         self.name = name
         self.ds = ds_engine
         self.zero_stage = zero_stage
         self.is_main = is_main
-        # Multiply a loss normalised by global counts by this before backward (see module docstring).
-        self.loss_scale = loss_scale
+        self.grad_accum = grad_accum
+        # What DeepSpeed divides a micro-batch's gradient by (accumulation, then the data-parallel average).
+        self._deepspeed_divisor = float(world_size * grad_accum)
+        self._micro_steps = 0  # since the last end_update()
 
     # ---- the model --------------------------------------------------------------------------------
     @property
@@ -74,12 +85,23 @@ class TrainEngine:
         return self
 
     # ---- one micro-batch --------------------------------------------------------------------------
-    def backward(self, loss: torch.Tensor) -> None:
-        self.ds.backward(loss)
+    def backward(self, loss: torch.Tensor, weight: float = 1.0) -> None:
+        """Gradient of ``loss / weight`` (module docstring: ``loss`` summed over this micro-batch's units,
+        ``weight`` the units of the whole optimizer step over all processes)."""
+        self.ds.backward(loss * (self._deepspeed_divisor / weight))
 
     def step(self) -> None:
         """After every micro-batch; the optimizer runs at the accumulation boundary (module docstring)."""
         self.ds.step()
+        self._micro_steps += 1
+
+    def end_update(self) -> None:
+        """After the last micro-batch of an optimizer step: it must have been exactly ``grad_accum``
+        micro-batches (DeepSpeed stepped the optimizer on the last one)."""
+        taken, self._micro_steps = self._micro_steps, 0
+        if taken != self.grad_accum:
+            raise RuntimeError(f"engine {self.name!r}: an optimizer step took {taken} micro-batches, but "
+                               f"train.grad_accum={self.grad_accum}: the update would straddle two optimizer steps")
 
     def grad_norm(self) -> Optional[float]:
         """Global gradient norm of the last optimizer step (before clipping)."""

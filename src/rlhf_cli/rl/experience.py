@@ -1,5 +1,10 @@
-"""Experience for policy-gradient stages: scored groups of responses -> padded tensors, the
-teacher-forced log-prob forward, and the clipped-surrogate micro-batch loss (GRPO; PPO reuses them).
+"""Experience: scored responses -> the tensors the policy update trains on, written once for every RL stage.
+
+``make_experience`` turns one step's samples and their sequence scores into an ``Experience``: the
+rollout policy's log-probs (the sampler's, recomputed, or none for an exactly on-policy update), the
+reference's, the critic's values, the KL penalty where the algorithm puts it in the reward, and the
+advantages from the algorithm's registered estimator (whitened over every process when asked). The
+forwards here (teacher-forced log-probs, values) are the ones the update uses too.
 """
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from rlhf_cli.algos.logprobs import token_entropy, token_logprobs
-from rlhf_cli.algos.policy import KL_ESTIMATORS, aggregate_loss, clipped_surrogate
+from rlhf_cli.algos.advantages import AdvantageInputs, estimate
+from rlhf_cli.algos.logprobs import masked_moments, masked_sum, token_entropy, token_logprobs
+from rlhf_cli.algos.policy import KL_ESTIMATORS
+from rlhf_cli.algos.ppo import explained_variance_from_moments, shaped_rewards, whiten
 from rlhf_cli.data.packing import micro_batches
 from rlhf_cli.rollout.generate import left_pad
 
@@ -204,22 +211,72 @@ def batched(fn, exp: Experience, micro_batch_size: int) -> torch.Tensor:
     return out
 
 
-def policy_loss(model, mb: Experience, g, normalizer: float, with_entropy: bool):
-    """Clipped surrogate (+ kl_coef * KL to the reference) aggregated by ``g.loss_agg`` with a GLOBAL
-    normalizer. Returns (loss, {metric: sum over tokens}) with token count under 'tokens'."""
-    logps, ent = response_logprobs(model, mb, g.temperature, g.logprob_chunk_size, with_entropy)
-    old = mb.old_logps if mb.old_logps is not None else logps.detach()
-    per_token, st = clipped_surrogate(logps, old, mb.advantages, g.clip_low, g.clip_high)
-    m = mb.response_mask
-    stats = {"tokens": float(m.sum()),
-             "clip_low": float((st["clip_low"].float() * m).sum()),
-             "clip_high": float((st["clip_high"].float() * m).sum())}
-    if g.kl_coef > 0:
-        kl = KL_ESTIMATORS.get(g.kl_estimator)(logps, mb.ref_logps)
-        per_token = per_token + g.kl_coef * kl
-        stats["kl"] = float((kl.detach() * m).sum())
-    if ent is not None:
-        stats["entropy"] = float((ent * m).sum())
-    loss = aggregate_loss(per_token, m, g.loss_agg, max_len=g.max_new_tokens, normalizer=normalizer)
-    stats["loss"] = float(loss.detach())
-    return loss, stats
+@torch.no_grad()
+def make_experience(ctx, algo, samples: Sequence[Sample], scores: torch.Tensor, pad_id: int, actor, ref=None,
+                    critic=None, kl_coef: float = 0.0):
+    """The experience of one step and its metrics (over every process).
+
+    ``algo``: the ``rl.algorithm.Algorithm``; ``scores`` ``[N]``: the sequence scores trained on (a stage
+    may have post-processed the rewards); ``ref``: the reference (read when ``kl_coef > 0``, and for the
+    rollout KL with ``kl_in="reward"``); ``critic``: the value model; ``kl_coef``: the KL weight of this
+    step (a controller's current value). Metrics with ``kl_in="reward"``: ``score``, ``reward_shaped``,
+    ``kl`` (mean over responses of the summed per-token KL: the unit of a KL target), ``kl_coef`` and
+    ``missing_eos_fraction``; with a critic also ``returns_mean``, ``values_mean`` and
+    ``explained_variance``.
+    """
+    cfg, s, sec = ctx.cfg, ctx.strategy, algo.section
+    exp = build_experience(samples, torch.zeros(len(samples)), pad_id, algo.mask_truncated, s.device,
+                           cfg.data.padding_free)
+    mbs, temp, chunk = cfg.train.micro_batch_size, sec.temperature, sec.logprob_chunk_size
+    actor.eval()
+    if algo.old_logprobs == "rollout":
+        exp.old_logps = exp.rollout_logps
+    elif algo.old_logprobs == "recompute":
+        exp.old_logps = batched_logprobs(actor, exp, mbs, temp, chunk)
+    if ref is not None and (algo.kl_in == "reward" or kl_coef > 0):
+        exp.ref_logps = batched_logprobs(ref, exp, mbs, temp, chunk)
+    if critic is not None:
+        exp.old_values = batched(lambda mb: response_values(critic, mb), exp, mbs)
+    actor.train()
+    mask = exp.response_mask
+    scores = scores.float().to(s.device)
+    metrics, token_rewards = {}, None
+    if algo.kl_in == "reward":
+        kl = KL_ESTIMATORS.get(algo.kl_estimator)(exp.old_logps, exp.ref_logps) * mask
+        token_rewards, non_score = shaped_rewards(scores, kl, mask, kl_coef)
+        red = s.all_reduce_named({"n": len(exp), "kl": float(masked_sum(kl, mask)), "score": float(scores.sum()),
+                                  "shaped": float((scores + non_score).sum()),
+                                  "eos_missing": float(sum(not x.finished for x in samples))})
+        n = red["n"]
+        metrics.update(score=red["score"] / n, reward_shaped=red["shaped"] / n, kl=red["kl"] / n, kl_coef=kl_coef,
+                       missing_eos_fraction=red["eos_missing"] / n)
+    exp.advantages, exp.returns = advantages(s, algo, scores, mask, token_rewards, exp.old_values)
+    if critic is not None:
+        metrics.update(critic_metrics(s, exp))
+    return exp, metrics
+
+
+def advantages(strategy, algo, scores: torch.Tensor, mask: torch.Tensor, token_rewards=None, values=None):
+    """``(advantages[N, L], returns or None)`` from the algorithm's registered estimator, whitened over every
+    process when it asks; the scores' moments are summed over every process first, so a batch statistic
+    does not depend on the number of processes."""
+    inputs = AdvantageInputs(scores, mask, algo.section.num_generations, token_rewards=token_rewards, values=values,
+                             batch_moments=strategy.all_reduce(masked_moments(scores)))
+    adv, returns = estimate(algo.advantage, inputs, **algo.advantage_options)
+    if algo.whiten_advantages:
+        adv = whiten(adv, mask, strategy.all_reduce(masked_moments(adv, mask)))
+    return adv, returns
+
+
+def critic_metrics(strategy, exp: Experience) -> dict:
+    """``returns_mean``, ``values_mean`` and ``explained_variance`` of the critic over every process."""
+    m = exp.response_mask
+    names = ("sum", "sum_sq", "count")
+    moments = {**{f"returns/{k}": v for k, v in zip(names, masked_moments(exp.returns, m))},
+               **{f"residual/{k}": v for k, v in zip(names, masked_moments(exp.returns - exp.old_values, m))},
+               "values/sum": float(masked_sum(exp.old_values, m))}
+    red = strategy.all_reduce_named(moments)
+    tokens = max(red["returns/count"], 1.0)
+    return {"returns_mean": red["returns/sum"] / tokens, "values_mean": red["values/sum"] / tokens,
+            "explained_variance": explained_variance_from_moments(tuple(red[f"returns/{k}"] for k in names),
+                                                                  tuple(red[f"residual/{k}"] for k in names))}

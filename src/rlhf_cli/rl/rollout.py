@@ -1,4 +1,5 @@
-"""What the RL stages (GRPO, PPO) share: the resumable prompt stream and the rollout-and-score step."""
+"""Rollout: sample ``num_generations`` responses per prompt from the policy and score them with the reward
+functions (one process's share), and the reward statistics of a batch over all processes."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from rlhf_cli.data.packing import epoch_order
 from rlhf_cli.data.prompts import PromptExample, reward_fields
 from rlhf_cli.rl.experience import Sample
 from rlhf_cli.rollout.generate import eos_ids, generate
@@ -15,25 +15,7 @@ from rlhf_cli.rollout.sampling import SamplingParams
 from rlhf_cli.training.runtime import RunContext
 
 
-class PromptStream:
-    """Endless seeded order over the prompts; ``take(n)`` returns the next n global indices."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool, cursor: int = 0):
-        self.n, self.seed, self.shuffle, self.cursor = n, seed, shuffle, cursor
-        self._epoch, self._order = -1, []
-
-    def take(self, count: int) -> List[int]:
-        out = []
-        for _ in range(count):
-            epoch, k = divmod(self.cursor, self.n)
-            if epoch != self._epoch:
-                self._epoch, self._order = epoch, epoch_order(self.n, self.seed, epoch, self.shuffle)
-            out.append(self._order[k])
-            self.cursor += 1
-        return out
-
-
-class Roller:
+class Rollout:
     """Generates and scores groups of ``num_generations`` responses per prompt for one process."""
 
     def __init__(self, ctx: RunContext, engine, tokenizer, reward, prompts: Sequence[PromptExample], sec,
@@ -45,10 +27,23 @@ class Roller:
         self.sec, self.adjust = sec, adjust
         self.params = SamplingParams.from_section(sec)
         self.eos = eos_ids(tokenizer, engine.module)
+        self.start_step()
+
+    def start_step(self) -> None:
+        """Zero the step's generation and scoring timers."""
         self.gen_time = self.score_time = 0.0
         self.gen_tokens = 0
 
-    def groups(self, idx: Sequence[int], step: int, rnd: int) -> List[List[Sample]]:
+    def step_metrics(self) -> Dict[str, float]:
+        """The step's ``time/generation``, ``time/scoring`` (slowest process) and ``gen_tokens_per_s``."""
+        s = self.ctx.strategy
+        slowest = s.all_reduce_named({"time/generation": self.gen_time, "time/scoring": self.score_time}, "max")
+        tokens = s.all_reduce([self.gen_tokens])[0]
+        return {**slowest, "gen_tokens_per_s": tokens / max(slowest["time/generation"], 1e-9)}
+
+    def sample_groups(self, idx: Sequence[int], step: int, rnd: int) -> List[List[Sample]]:
+        """Sample and score ``num_generations`` responses for each prompt index in ``idx``; the sampling
+        generator is seeded per (seed, step, process, round), so a resumed run samples the same."""
         cfg, s, G = self.ctx.cfg, self.ctx.strategy, self.sec.num_generations
         exs = [self.prompts[i] for i in idx]
         flat = [e.ids for e in exs for _ in range(G)]
@@ -78,46 +73,24 @@ class Roller:
 def sample_metrics(ctx: RunContext, samples: Sequence[Sample]) -> Dict[str, float]:
     """Over all processes: reward mean/std (total and per function), prompt and response length, truncated
     fraction."""
-    keys = sorted(samples[0].per_function)
-    vals = [sum(x.reward for x in samples), sum(x.reward ** 2 for x in samples)]
-    for k in keys:
-        vals += [sum(x.per_function[k] for x in samples), sum(x.per_function[k] ** 2 for x in samples)]
-    vals += [sum(len(x.prompt_ids) for x in samples), len(samples), sum(len(x.response_ids) for x in samples),
-             sum(not x.finished for x in samples)]
-    r = ctx.strategy.all_reduce(vals)
-    n = r[-3]
+    sums = {"reward": sum(x.reward for x in samples), "sq:reward": sum(x.reward ** 2 for x in samples),
+            "prompt_tokens": sum(len(x.prompt_ids) for x in samples), "responses": len(samples),
+            "response_tokens": sum(len(x.response_ids) for x in samples),
+            "truncated": sum(not x.finished for x in samples)}
+    for k in samples[0].per_function:
+        sums[f"reward/{k}"] = sum(x.per_function[k] for x in samples)
+        sums[f"sq:reward/{k}"] = sum(x.per_function[k] ** 2 for x in samples)  # "sq:": never a reward's name
+    r = ctx.strategy.all_reduce_named(sums)
+    n = r["responses"]
 
-    def mean_std(s1, s2):
-        mean = s1 / n
-        return mean, math.sqrt(max(0.0, s2 / n - mean ** 2))
+    def mean_std(key):
+        mean = r[key] / n
+        return mean, math.sqrt(max(0.0, r[f"sq:{key}"] / n - mean ** 2))
 
     out = {}
-    out["reward"], out["reward_std"] = mean_std(r[0], r[1])
-    for j, k in enumerate(keys):
-        out[f"reward/{k}"], out[f"reward/{k}_std"] = mean_std(r[2 + 2 * j], r[3 + 2 * j])
-    out.update(prompt_length=r[-4] / n, response_length=r[-2] / n, truncated_fraction=r[-1] / n)
+    out["reward"], out["reward_std"] = mean_std("reward")
+    for k in sorted(samples[0].per_function):
+        out[f"reward/{k}"], out[f"reward/{k}_std"] = mean_std(f"reward/{k}")
+    out.update(prompt_length=r["prompt_tokens"] / n, response_length=r["response_tokens"] / n,
+               truncated_fraction=r["truncated"] / n)
     return out
-
-
-def setup_rl(ctx: RunContext, sec, extra: str = ""):
-    """Tokenizer, reward functions, prompts and the number of steps of an RL stage (``sec``: its section),
-    with the one-line data summary logged. Returns (tokenizer, reward, prompts, total_steps)."""
-    from omegaconf import OmegaConf
-
-    from rlhf_cli.data.prompts import load_prompt_data
-    from rlhf_cli.models.loading import load_tokenizer
-    from rlhf_cli.rewards import build_reward
-
-    cfg, s, d = ctx.cfg, ctx.strategy, ctx.cfg.data
-    tokenizer = load_tokenizer(cfg.model)
-    reward = build_reward(OmegaConf.to_container(cfg.reward.functions, resolve=True))
-    prompts, st = load_prompt_data(d.path, d, tokenizer, max_prompt_tokens=d.max_length - sec.max_new_tokens,
-                                   limit=d.limit)
-    per_step = sec.prompts_per_step * s.world_size
-    total = (cfg.train.max_steps if cfg.train.max_steps > 0
-             else max(1, math.ceil(cfg.train.epochs * len(prompts) / per_step)))
-    ctx.log(f"{cfg.stage.upper()} data: {st.records} records ({st.skipped} bad, {st.too_long} over the prompt "
-            f"budget) -> {len(prompts)} prompts; {per_step} prompts x {sec.num_generations} responses per step, "
-            f"{total} steps; rewards {reward}{extra}; precision {s.precision}, {s.world_size} process(es), "
-            f"ZeRO-{cfg.engine.zero_stage}")
-    return tokenizer, reward, prompts, total

@@ -1,11 +1,12 @@
 """GRPO: Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath) with verifiable rewards,
-plus the DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025) options.
+plus the DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025) options, as a configuration of the RL core.
 
 One step, on every process: take ``prompts_per_step`` prompts (a global, seeded order, so a resumed
 run continues exactly), sample ``num_generations`` responses each, score them with the reward
-functions, turn rewards into group-relative advantages, then do ``num_iterations`` optimizer updates
-of the clipped surrogate (old log-probs kept) over micro-batches. Losses are normalised by GLOBAL
-token / sequence counts, so the gradient does not depend on how the batch is split.
+functions (DAPO's overlong penalty and dynamic sampling here), then the core: group-relative advantages
+(``grpo.advantage``), and ``grpo.epochs`` optimizer updates of the policy loss (``grpo.policy_loss``) with
+the KL to the reference in the loss. Losses are normalised by GLOBAL token / sequence counts, so the
+gradient does not depend on how the batch is split.
 """
 from __future__ import annotations
 
@@ -15,49 +16,63 @@ from typing import Dict, List
 import torch
 
 from rlhf_cli.algos.advantages import ADVANTAGES, group_has_signal
-from rlhf_cli.algos.logprobs import masked_moments
-from rlhf_cli.data.packing import micro_batches
+from rlhf_cli.algos.policy import POLICY_LOSSES
 from rlhf_cli.models.loading import load_causal_lm
-from rlhf_cli.rl.experience import Sample, batched_logprobs, build_experience, loss_normalizer, policy_loss
-from rlhf_cli.rl.rollout import PromptStream, Roller, sample_metrics, setup_rl
+from rlhf_cli.rl.algorithm import Algorithm, registered_options
+from rlhf_cli.rl.experience import Sample, make_experience
+from rlhf_cli.rl.prompts import PromptStream
+from rlhf_cli.rl.rollout import Rollout, sample_metrics
+from rlhf_cli.rl.setup import setup_rl
+from rlhf_cli.rl.update import PolicyUpdate
 from rlhf_cli.training.loop import run_steps
 from rlhf_cli.training.reference import Reference
 from rlhf_cli.training.runtime import RunContext, export_final, write_manifest
 
 
-def overlong_penalty(length: int, finished: bool, g) -> float:
+def algorithm(grpo) -> Algorithm:
+    """GRPO in the RL core's terms (``rl/algorithm.py``)."""
+    return Algorithm(
+        section=grpo, advantage=grpo.advantage, advantage_options=registered_options(ADVANTAGES, grpo.advantage, grpo),
+        policy_loss=grpo.policy_loss,
+        policy_loss_options=registered_options(POLICY_LOSSES, grpo.policy_loss, grpo),
+        kl_in="loss", kl_coef=grpo.kl_coef, kl_estimator=grpo.kl_estimator,
+        # one update per rollout is exactly on-policy; more keep the first pass's log-probs for the ratio
+        old_logprobs="recompute" if grpo.epochs > 1 else "current", epochs=grpo.epochs,
+        mask_truncated=grpo.overlong == "mask")
+
+
+def overlong_penalty(length: int, finished: bool, grpo) -> float:
     """DAPO soft overlong punishment: 0 up to max_new_tokens - buffer, then linear down to -penalty."""
-    if g.overlong != "penalty":
+    if grpo.overlong != "penalty":
         return 0.0
-    if g.overlong_buffer <= 0:
-        return 0.0 if finished else -g.overlong_penalty
-    start = g.max_new_tokens - g.overlong_buffer
-    return -g.overlong_penalty * min(1.0, max(0.0, (length - start) / g.overlong_buffer))
+    if grpo.overlong_buffer <= 0:
+        return 0.0 if finished else -grpo.overlong_penalty
+    start = grpo.max_new_tokens - grpo.overlong_buffer
+    return -grpo.overlong_penalty * min(1.0, max(0.0, (length - start) / grpo.overlong_buffer))
 
 
 def _signal(group: List[Sample]) -> bool:
     return bool(group_has_signal(torch.tensor([x.reward for x in group]), len(group))[0])
 
 
-def rollout_step(ctx: RunContext, roller: Roller, stream: PromptStream, step: int):
+def rollout_step(ctx: RunContext, rollout: Rollout, stream: PromptStream, step: int):
     """Groups for this step (after dynamic sampling) and the first round's groups (for reward metrics)."""
-    cfg, s = ctx.cfg, ctx.strategy
+    cfg, strategy = ctx.cfg, ctx.strategy
     P = cfg.grpo.prompts_per_step
 
     def draw():
-        idx = stream.take(P * s.world_size)  # every rank advances the global cursor identically
-        return idx[s.rank * P:(s.rank + 1) * P]
+        return stream.draw(P, strategy.rank, strategy.world_size)
 
-    first = roller.groups(draw(), step, 0)
+    first = rollout.sample_groups(draw(), step, 0)
     if not cfg.grpo.dynamic_sampling:
         return first, first, 0
     kept = [gr for gr in first if _signal(gr)]
     dropped = [gr for gr in first if not _signal(gr)]
     rounds = 0
     # rounds are decided collectively: generation may be a collective (ZeRO-3 gathers)
-    while rounds < cfg.grpo.max_resample_rounds and s.all_reduce([max(0, P - len(kept))], "max")[0] > 0:
+    while rounds < cfg.grpo.max_resample_rounds and strategy.all_reduce([max(0, P - len(kept))], "max")[0] > 0:
         rounds += 1
-        for gr in roller.groups(draw(), step, rounds):
+        for gr in rollout.sample_groups(draw(), step, rounds):
             (kept if _signal(gr) else dropped).append(gr)
     kept = kept[:P] + dropped[:max(0, P - len(kept))]  # top up with zero-signal groups if still short
     return kept, first, rounds
@@ -67,84 +82,47 @@ def reward_metrics(ctx: RunContext, first: List[List[Sample]], trained: List[Lis
     """Reward statistics of the first round's groups; ``zero_signal_fraction`` of those, and
     ``trained_zero_signal_fraction`` of the groups the update uses (after dynamic sampling's top-up)."""
     out = sample_metrics(ctx, [x for gr in first for x in gr])
-    zero, groups, zero_t, groups_t = ctx.strategy.all_reduce([sum(not _signal(gr) for gr in first), len(first),
-                                                              sum(not _signal(gr) for gr in trained), len(trained)])
-    out["zero_signal_fraction"] = zero / groups
-    out["trained_zero_signal_fraction"] = zero_t / groups_t
+    red = ctx.strategy.all_reduce_named({"zero": sum(not _signal(gr) for gr in first), "groups": len(first),
+                                         "zero_trained": sum(not _signal(gr) for gr in trained),
+                                         "groups_trained": len(trained)})
+    out["zero_signal_fraction"] = red["zero"] / red["groups"]
+    out["trained_zero_signal_fraction"] = red["zero_trained"] / red["groups_trained"]
     return out
-
-
-def update(ctx: RunContext, engine, ref, exp) -> Dict[str, float]:
-    """num_iterations optimizer updates over this step's experience; returns averaged metrics."""
-    cfg, s, g = ctx.cfg, ctx.strategy, ctx.cfg.grpo
-    mbs = cfg.train.micro_batch_size
-    if g.num_iterations > 1:
-        exp.old_logps = batched_logprobs(engine, exp, mbs, g.temperature, g.logprob_chunk_size)
-    if g.kl_coef > 0:
-        exp.ref_logps = batched_logprobs(ref, exp, mbs, g.temperature, g.logprob_chunk_size)
-    normalizer = loss_normalizer(s, exp, g.loss_agg)
-    sums: Dict[str, float] = {}
-    for it in range(g.num_iterations):
-        for rows in micro_batches(len(exp), mbs):
-            loss, st = policy_loss(engine, exp.select(rows), g, normalizer, with_entropy=it == 0)
-            engine.backward(loss * engine.loss_scale)
-            engine.step()
-            for k, v in st.items():
-                sums[k] = sums.get(k, 0.0) + v
-    keys = sorted(sums)
-    red = dict(zip(keys, s.all_reduce([sums[k] for k in keys])))
-    tok_all = max(red.pop("tokens"), 1.0)  # tokens over all iterations
-    out = {"loss": red.pop("loss") / g.num_iterations,
-           "clip_low_fraction": red.pop("clip_low") / tok_all, "clip_high_fraction": red.pop("clip_high") / tok_all}
-    if "kl" in red:
-        out["kl"] = red.pop("kl") / tok_all
-    if "entropy" in red:
-        out["entropy"] = red.pop("entropy") / (tok_all / g.num_iterations)  # measured in the first pass
-    return out
-
-
-def advantages_for(ctx: RunContext, groups: List[List[Sample]]) -> torch.Tensor:
-    """This process's advantages; an estimator that takes batch statistics gets those of every process."""
-    g = ctx.cfg.grpo
-    rewards = torch.tensor([x.reward for gr in groups for x in gr], dtype=torch.float32)
-    meta = ADVANTAGES.meta(g.advantage)
-    options = {arg: g[key] for arg, key in meta.get("options", {}).items()}
-    if meta.get("batch_moments"):
-        options["batch_moments"] = ctx.strategy.all_reduce(masked_moments(rewards))
-    return ADVANTAGES.get(g.advantage)(rewards, g.num_generations, **options)
 
 
 def run(ctx: RunContext) -> dict:
-    cfg, s, g, d = ctx.cfg, ctx.strategy, ctx.cfg.grpo, ctx.cfg.data
-    tokenizer, reward, prompts, total = setup_rl(ctx, g)
+    cfg, strategy, grpo, data = ctx.cfg, ctx.strategy, ctx.cfg.grpo, ctx.cfg.data
+    algo = algorithm(grpo)
+    tokenizer, reward, prompts, total = setup_rl(ctx, grpo)
     model = load_causal_lm(cfg.model, tokenizer)
-    reference = Reference(ctx, tokenizer, needed=g.kl_coef > 0)
-    if g.kl_coef == 0:
+    reference = Reference(ctx, tokenizer, needed=grpo.kl_coef > 0)
+    if grpo.kl_coef == 0:
         ctx.log("kl_coef=0: no reference model loaded")
-    engine = s.prepare(model, total * g.num_iterations)
+    engine = strategy.prepare(model, total * grpo.epochs)
     ref = reference.bind(engine)
     state = ctx.resume()
     start, cursor = (state["step"], state["prompt_cursor"]) if state else (0, 0)
-    stream = PromptStream(len(prompts), cfg.seed, d.shuffle, cursor)
-    roller = Roller(ctx, engine, tokenizer, reward, prompts, g,
-                    adjust=lambda r, n, fin: r + overlong_penalty(n, fin, g))
+    stream = PromptStream(len(prompts), cfg.seed, data.shuffle, cursor)
+    rollout = Rollout(ctx, engine, tokenizer, reward, prompts, grpo,
+                      adjust=lambda r, n, fin: r + overlong_penalty(n, fin, grpo))
+    update = PolicyUpdate(ctx, algo, engine)
 
     def one_step(step: int) -> Dict[str, float]:
         t0 = time.time()
-        roller.gen_time = roller.score_time = 0.0
-        roller.gen_tokens = 0
-        groups, first, rounds = rollout_step(ctx, roller, stream, step)
+        rollout.start_step()
+        groups, first, rounds = rollout_step(ctx, rollout, stream, step)
         metrics = reward_metrics(ctx, first, groups)
-        adv = advantages_for(ctx, groups)
-        exp = build_experience([x for gr in groups for x in gr], adv, tokenizer.pad_token_id,
-                               g.overlong == "mask", s.device, d.padding_free)
+        samples = [x for gr in groups for x in gr]
+        scores = torch.tensor([x.reward for x in samples], dtype=torch.float32)
+        t_forwards = time.time()
+        exp, _ = make_experience(ctx, algo, samples, scores, tokenizer.pad_token_id, engine, ref=ref,
+                                 kl_coef=grpo.kl_coef)
         t1 = time.time()
-        metrics.update(update(ctx, engine, ref, exp))
-        gen_t, score_t = s.all_reduce([roller.gen_time, roller.score_time], "max")
-        gen_tok = s.all_reduce([roller.gen_tokens])[0]
+        metrics.update(update(exp, step))
+        timing = rollout.step_metrics()
+        timing["time/scoring"] += t1 - t_forwards  # rewards + the reference's / old policy's forwards
         metrics.update({"lr": engine.lr(), "grad_norm": engine.grad_norm(), "resample_rounds": rounds,
-                        "gen_tokens_per_s": gen_tok / max(gen_t, 1e-9), "time/generation": gen_t,
-                        "time/scoring": score_t, "time/update": time.time() - t1, "step_time": time.time() - t0})
+                        **timing, "time/update": time.time() - t1, "step_time": time.time() - t0})
         return metrics
 
     engine.train()
@@ -154,6 +132,6 @@ def run(ctx: RunContext) -> dict:
                         state=lambda: {"prompt_cursor": stream.cursor})
     summary.update(reference_model=ref is not None)
     final = export_final(ctx, engine, tokenizer)
-    write_manifest(ctx, summary, {"data.path": d.path})
+    write_manifest(ctx, summary, {"data.path": data.path})
     ctx.log(f"Done: {final}")
     return summary

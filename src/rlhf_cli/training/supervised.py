@@ -100,12 +100,13 @@ def train(ctx: RunContext, engine, task: SupervisedTask, rows: Sequence, eval_ro
         real = pad = 0
         for batch in batches:
             loss_sum, stats = task.loss(engine, batch)
-            engine.backward(loss_sum * (engine.loss_scale / max(global_weight, 1.0)))
+            engine.backward(loss_sum, weight=max(global_weight, 1.0))
             engine.step()
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             r, p = task.tokens(batch)
             real, pad = real + r, pad + p
+        engine.end_update()
         metrics = reduce_metrics(ctx, sums, local_weight)
         real, pad = s.all_reduce([real, pad])
         dt = time.time() - t0

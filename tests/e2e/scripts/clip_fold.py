@@ -60,6 +60,7 @@ def main() -> None:
             grads = [p.grad.flatten() for p in engine.module.parameters() if p.grad is not None]
             norms[engine.name] = float(torch.linalg.vector_norm(torch.cat(grads)))
             engine.step()
+            engine.end_update()
         diff = max(float((a - b).abs().max()) for a, b in zip(folded.module.parameters(), plain.module.parameters()))
         sync(plain, folded)
         rows.append({"norm": norms, "reported": folded.grad_norm(), "deepspeed_reported": plain.grad_norm(),

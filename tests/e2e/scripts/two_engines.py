@@ -34,12 +34,14 @@ def one_step(strategy, actor, critic, vocab: int) -> dict:
     ids, targets = ids[s.rank * MICRO:(s.rank + 1) * MICRO].to(s.device), targets[s.rank * MICRO:][:MICRO]
     mask = torch.ones_like(ids)
     actor_loss = actor(input_ids=ids, attention_mask=mask, labels=ids).loss
-    actor.backward(actor_loss)
+    actor.backward(actor_loss, weight=s.world_size)  # a per-process mean: the step's mean is over processes
     actor.step()
+    actor.end_update()
     values = critic(ids, mask)[:, -1]
     critic_loss = ((values - targets.to(values.device)) ** 2).mean()
-    critic.backward(critic_loss)
+    critic.backward(critic_loss, weight=s.world_size)
     critic.step()
+    critic.end_update()
     a, c = s.all_reduce([float(actor_loss), float(critic_loss)])
     return {"actor_loss": a / s.world_size, "critic_loss": c / s.world_size, "actor_lr": actor.lr(),
             "critic_lr": critic.lr(), "actor_grad_norm": actor.grad_norm(), "critic_grad_norm": critic.grad_norm()}
