@@ -4,7 +4,8 @@ import json
 import pytest
 
 from rlhf_cli.config.stage_rm import PreferenceDataConfig
-from rlhf_cli.data.preference import collate_preferences, load_preferences, split_hh
+from rlhf_cli.data.preference import load_preferences, split_hh
+from rlhf_cli.data.preference_batch import collate_preferences
 from rlhf_cli.errors import DataError
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rlhf_cli.data.packing import IGNORE, build_rows, collate, collate_flat, pack_examples
-from rlhf_cli.data.preference import PrefItem, collate_preferences
+from rlhf_cli.data.preference import PrefItem
+from rlhf_cli.data.preference_batch import collate_preferences
 from rlhf_cli.data.sft import Example
 from rlhf_cli.models.attention import NAME as VARLEN
 from rlhf_cli.models.forward import label_logprobs, lm_logits

@@ -12,7 +12,7 @@ import torch
 
 from rlhf_cli.algos.ai_feedback import choice_ids_tensor, expected_score, label_probs
 from rlhf_cli.errors import ConfigError
-from rlhf_cli.rollout.generate import _supports_logits_to_keep, eos_ids, generate, left_pad
+from rlhf_cli.rollout.generate import eos_ids, generate, left_pad, supports_logits_to_keep
 from rlhf_cli.rollout.sampling import SamplingParams
 
 
@@ -109,7 +109,7 @@ class Judge:
             return torch.zeros(0)
         order = sorted(range(n), key=lambda i: len(prompts[i]))
         pad = self.tok.pad_token_id
-        extra = {"logits_to_keep": 1} if _supports_logits_to_keep(self.model) else {}
+        extra = {"logits_to_keep": 1} if supports_logits_to_keep(self.model) else {}
         parts, was_training = [], self.model.training
         self.model.eval()
         try:

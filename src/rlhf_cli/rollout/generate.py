@@ -46,12 +46,11 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable, List
 
 import torch
-import torch.nn.functional as F
 
+from rlhf_cli.rollout.batch import RolloutBatch, left_pad, pad_columns
 from rlhf_cli.rollout.sampling import (
     SamplingParams,
     apply_top_k,
@@ -59,92 +58,9 @@ from rlhf_cli.rollout.sampling import (
     sample,
     temperature_scale,
 )
+from rlhf_cli.rollout.stop_strings import StopChecker
 
 __all__ = ["RolloutBatch", "generate", "left_pad", "SamplingParams"]
-
-
-# --------------------------------------------------------------------------- batch container
-
-
-@dataclass
-class RolloutBatch:
-    """Result of :func:`generate`; row ``i`` corresponds to ``prompts[i]``.
-
-    Attributes:
-        prompt_ids: ``[N, P]`` LEFT-padded with ``pad_id``.
-        prompt_mask: ``[N, P]`` 1 for real prompt tokens.
-        response_ids: ``[N, L]`` RIGHT-padded with ``pad_id`` (``L`` = longest response).
-        response_mask: ``[N, L]`` 1 for generated tokens, including the EOS / stop-string
-            token that ended the row.
-        logprobs: ``[N, L]`` fp32 log-prob of each sampled token under the temperature-scaled
-            distribution BEFORE top-k/top-p filtering (see module doc); 0 at pads.
-        finished: ``[N]`` bool, True if ended by EOS or a stop string, False if truncated at
-            ``max_new_tokens``.
-    """
-
-    prompt_ids: torch.Tensor
-    prompt_mask: torch.Tensor
-    response_ids: torch.Tensor
-    response_mask: torch.Tensor
-    logprobs: torch.Tensor
-    finished: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.prompt_ids.size(0)
-
-    @property
-    def response_lengths(self) -> torch.Tensor:
-        """``[N]`` number of generated tokens per row."""
-        return self.response_mask.sum(-1)
-
-    def texts(self, tokenizer: Any, skip_special_tokens: bool = True) -> list[str]:
-        """Decode each row's response (masked tokens only)."""
-        ids = self.response_ids.tolist()
-        lens = self.response_lengths.tolist()
-        return [
-            tokenizer.decode(row[:n], skip_special_tokens=skip_special_tokens)
-            for row, n in zip(ids, lens)
-        ]
-
-    def sequence_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher-forcing inputs over prompt+response: ``(input_ids, attention_mask, position_ids)``.
-
-        Each ``[N, P+L]``; the logits predicting ``response_ids[:, t]`` are at column ``P - 1 + t``.
-        """
-        input_ids = torch.cat([self.prompt_ids, self.response_ids], dim=1)
-        attention_mask = torch.cat([self.prompt_mask, self.response_mask], dim=1).long()
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp_(min=0)
-        return input_ids, attention_mask, position_ids
-
-    def to(self, device: torch.device | str) -> "RolloutBatch":
-        return RolloutBatch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def left_pad(
-    prompts: list[list[int]], pad_id: int, length: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists to ``length`` (default: longest) -> ``(ids [B,P], mask [B,P])`` int64."""
-    P = max(len(p) for p in prompts) if length is None else length
-    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), P), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        if len(p) == 0:
-            raise ValueError(f"prompt {i} is empty")
-        if len(p) > P:
-            raise ValueError(f"prompt {i} longer ({len(p)}) than pad length {P}")
-        ids[i, P - len(p):] = torch.as_tensor(p, dtype=torch.long)
-        mask[i, P - len(p):] = 1
-    return ids, mask
-
-
-def _pad_cols(x: torch.Tensor, length: int, value: float, left: bool) -> torch.Tensor:
-    extra = length - x.size(1)
-    if extra <= 0:
-        return x
-    return F.pad(x, (extra, 0) if left else (0, extra), value=value)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -154,7 +70,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-def _supports_logits_to_keep(model: torch.nn.Module) -> bool:
+def supports_logits_to_keep(model: torch.nn.Module) -> bool:
     # A peft wrapper's forward(*args, **kwargs) hides the argument; it passes it through to the base model.
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
@@ -186,33 +102,6 @@ def _get_compiled_decode(model: torch.nn.Module) -> Callable:
     return fn
 
 
-class _StopChecker:
-    """Checks whether the decoded tail of each unfinished row contains a stop string."""
-
-    def __init__(self, stop_strings: tuple[str, ...], tokenizer: Any):
-        if tokenizer is None or not hasattr(tokenizer, "decode"):
-            raise ValueError("stop_strings require a tokenizer with a `decode` method")
-        self.stop_strings = stop_strings
-        self.tokenizer = tokenizer
-        # A stop string of n chars spans at most n tokens if each token decodes to >= 1 char;
-        # +2 gives slack for tokens that decode to partial / empty text.
-        self.window = max(len(s) for s in stop_strings) + 2
-
-    def __call__(self, response: torch.Tensor, t: int, finished: torch.Tensor) -> torch.Tensor:
-        """Return a [B] bool tensor of rows that hit a stop string at step ``t`` (unfinished rows only)."""
-        lo = max(0, t + 1 - self.window)
-        rows = (~finished).nonzero(as_tuple=True)[0].tolist()
-        hit = torch.zeros_like(finished)
-        if not rows:
-            return hit
-        tails = response[rows, lo : t + 1].tolist()
-        for r, tail in zip(rows, tails):
-            text = self.tokenizer.decode(tail)
-            if any(s in text for s in self.stop_strings):
-                hit[r] = True
-        return hit
-
-
 # --------------------------------------------------------------------------- core loop
 
 
@@ -223,7 +112,7 @@ def _generate_chunk(
     *,
     eos: torch.Tensor,
     pad_id: int,
-    stop_checker: _StopChecker | None,
+    stop_checker: StopChecker | None,
     generator: torch.Generator | None,
     device: torch.device,
     prompt_len: int | None,
@@ -264,7 +153,7 @@ def _generate_chunk(
         decode = _decode_step
 
     # ---- prefill (always eager); only the last position's logits are needed
-    extra = {"logits_to_keep": 1} if _supports_logits_to_keep(model) else {}
+    extra = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
     out = model(
         input_ids=prompt_ids,
         attention_mask=attn if static_cache else prompt_mask,
@@ -370,7 +259,7 @@ def generate(
         eos_token_ids = [eos_token_ids]
     device = _model_device(model)
     eos = torch.as_tensor(list(eos_token_ids), dtype=torch.long, device=device)
-    stop_checker = _StopChecker(params.stop_strings, tokenizer) if params.stop_strings else None
+    stop_checker = StopChecker(params.stop_strings, tokenizer) if params.stop_strings else None
     if generator is None and params.seed is not None and not params.greedy:
         generator = torch.Generator(device=device)
         generator.manual_seed(params.seed)
@@ -409,11 +298,11 @@ def generate(
     P = max(c.prompt_ids.size(1) for c in chunks)
     L = max(c.response_ids.size(1) for c in chunks)
     return RolloutBatch(
-        prompt_ids=torch.cat([_pad_cols(c.prompt_ids, P, pad_id, True) for c in chunks]),
-        prompt_mask=torch.cat([_pad_cols(c.prompt_mask, P, 0, True) for c in chunks]),
-        response_ids=torch.cat([_pad_cols(c.response_ids, L, pad_id, False) for c in chunks]),
-        response_mask=torch.cat([_pad_cols(c.response_mask, L, 0, False) for c in chunks]),
-        logprobs=torch.cat([_pad_cols(c.logprobs, L, 0.0, False) for c in chunks]),
+        prompt_ids=torch.cat([pad_columns(c.prompt_ids, P, pad_id, True) for c in chunks]),
+        prompt_mask=torch.cat([pad_columns(c.prompt_mask, P, 0, True) for c in chunks]),
+        response_ids=torch.cat([pad_columns(c.response_ids, L, pad_id, False) for c in chunks]),
+        response_mask=torch.cat([pad_columns(c.response_mask, L, 0, False) for c in chunks]),
+        logprobs=torch.cat([pad_columns(c.logprobs, L, 0.0, False) for c in chunks]),
         finished=torch.cat([c.finished for c in chunks]),
     )
 

@@ -19,7 +19,8 @@ import torch
 from rlhf_cli.algos.logprobs import token_logprobs
 from rlhf_cli.algos.preference import DPO_LOSSES, kto_kl_reference_point, loss_spec, soft_label_losses
 from rlhf_cli.data.packing import IGNORE
-from rlhf_cli.data.preference import PrefItem, collate_preferences
+from rlhf_cli.data.preference import PrefItem
+from rlhf_cli.data.preference_batch import collate_preferences
 from rlhf_cli.models.forward import label_logprobs, lm_logits
 from rlhf_cli.models.loading import load_causal_lm, load_reference, load_tokenizer
 from rlhf_cli.models.lora import reference_by_disabled_adapter

@@ -11,7 +11,8 @@ from typing import Dict, Tuple
 import torch
 
 from rlhf_cli.algos.reward_model import RM_LOSSES, process_bce
-from rlhf_cli.data.preference import collate_preferences, load_preferences
+from rlhf_cli.data.preference import load_preferences
+from rlhf_cli.data.preference_batch import collate_preferences
 from rlhf_cli.models.loading import load_tokenizer
 from rlhf_cli.models.reward_model import build_reward_model, last_token_scores, reward_config_text
 from rlhf_cli.training.runtime import RunContext
