@@ -224,8 +224,8 @@ def make_experience(ctx, algo, samples: Sequence[Sample], scores: torch.Tensor, 
     ``missing_eos_fraction``; with a critic also ``returns_mean``, ``values_mean`` and
     ``explained_variance``.
     """
-    cfg, s, sec = ctx.cfg, ctx.strategy, algo.section
-    exp = build_experience(samples, torch.zeros(len(samples)), pad_id, algo.mask_truncated, s.device,
+    cfg, strategy, sec = ctx.cfg, ctx.strategy, algo.section
+    exp = build_experience(samples, torch.zeros(len(samples)), pad_id, algo.mask_truncated, strategy.device,
                            cfg.data.padding_free)
     mbs, temp, chunk = cfg.train.micro_batch_size, sec.temperature, sec.logprob_chunk_size
     actor.eval()
@@ -239,20 +239,20 @@ def make_experience(ctx, algo, samples: Sequence[Sample], scores: torch.Tensor, 
         exp.old_values = batched(lambda mb: response_values(critic, mb), exp, mbs)
     actor.train()
     mask = exp.response_mask
-    scores = scores.float().to(s.device)
+    scores = scores.float().to(strategy.device)
     metrics, token_rewards = {}, None
     if algo.kl_in == "reward":
         kl = KL_ESTIMATORS.get(algo.kl_estimator)(exp.old_logps, exp.ref_logps) * mask
         token_rewards, non_score = shaped_rewards(scores, kl, mask, kl_coef)
-        red = s.all_reduce_named({"n": len(exp), "kl": float(masked_sum(kl, mask)), "score": float(scores.sum()),
+        red = strategy.all_reduce_named({"n": len(exp), "kl": float(masked_sum(kl, mask)), "score": float(scores.sum()),
                                   "shaped": float((scores + non_score).sum()),
                                   "eos_missing": float(sum(not x.finished for x in samples))})
         n = red["n"]
         metrics.update(score=red["score"] / n, reward_shaped=red["shaped"] / n, kl=red["kl"] / n, kl_coef=kl_coef,
                        missing_eos_fraction=red["eos_missing"] / n)
-    exp.advantages, exp.returns = advantages(s, algo, scores, mask, token_rewards, exp.old_values)
+    exp.advantages, exp.returns = advantages(strategy, algo, scores, mask, token_rewards, exp.old_values)
     if critic is not None:
-        metrics.update(critic_metrics(s, exp))
+        metrics.update(critic_metrics(strategy, exp))
     return exp, metrics
 
 

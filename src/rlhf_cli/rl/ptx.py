@@ -28,12 +28,12 @@ class PTXStream:
 
     def take(self, n_micro: int):
         """``n_micro`` collated micro-batches for this process and the global loss-token count."""
-        s, mbs = self.ctx.strategy, self.ctx.cfg.train.micro_batch_size
-        idx = self.stream.take(n_micro * mbs * s.world_size)  # every rank advances the cursor identically
-        mine = idx[s.rank * n_micro * mbs:(s.rank + 1) * n_micro * mbs]
-        batches = [collate([self.rows[i] for i in mine[k:k + mbs]], self.pad_id, True).to(s.device)
+        strategy, mbs = self.ctx.strategy, self.ctx.cfg.train.micro_batch_size
+        idx = self.stream.take(n_micro * mbs * strategy.world_size)  # every rank advances the cursor identically
+        mine = idx[strategy.rank * n_micro * mbs:(strategy.rank + 1) * n_micro * mbs]
+        batches = [collate([self.rows[i] for i in mine[k:k + mbs]], self.pad_id, True).to(strategy.device)
                    for k in range(0, len(mine), mbs)]
-        tokens = s.all_reduce([float(sum(b.num_loss_tokens for b in batches))])[0]
+        tokens = strategy.all_reduce([float(sum(b.num_loss_tokens for b in batches))])[0]
         return batches, max(tokens, 1.0)
 
 

@@ -36,21 +36,22 @@ class Rollout:
 
     def step_metrics(self) -> Dict[str, float]:
         """The step's ``time/generation``, ``time/scoring`` (slowest process) and ``gen_tokens_per_s``."""
-        s = self.ctx.strategy
-        slowest = s.all_reduce_named({"time/generation": self.gen_time, "time/scoring": self.score_time}, "max")
-        tokens = s.all_reduce([self.gen_tokens])[0]
+        strategy = self.ctx.strategy
+        slowest = strategy.all_reduce_named({"time/generation": self.gen_time, "time/scoring": self.score_time}, "max")
+        tokens = strategy.all_reduce([self.gen_tokens])[0]
         return {**slowest, "gen_tokens_per_s": tokens / max(slowest["time/generation"], 1e-9)}
 
     def sample_groups(self, idx: Sequence[int], step: int, rnd: int) -> List[List[Sample]]:
         """Sample and score ``num_generations`` responses for each prompt index in ``idx``; the sampling
         generator is seeded per (seed, step, process, round), so a resumed run samples the same."""
-        cfg, s, G = self.ctx.cfg, self.ctx.strategy, self.sec.num_generations
+        cfg, strategy, G = self.ctx.cfg, self.ctx.strategy, self.sec.num_generations
         exs = [self.prompts[i] for i in idx]
         flat = [e.ids for e in exs for _ in range(G)]
-        gen = torch.Generator(device=s.device)
-        gen.manual_seed((cfg.seed * 1_000_003 + step) * 65_537 + s.rank * 131 + rnd)  # per (seed, step, rank, round)
+        gen = torch.Generator(device=strategy.device)
+        # per (seed, step, process, round)
+        gen.manual_seed((cfg.seed * 1_000_003 + step) * 65_537 + strategy.rank * 131 + rnd)
         t0 = time.time()
-        with s.gathered_params(self.engine.module):
+        with strategy.gathered_params(self.engine.module):
             out = generate(self.engine.module, flat, self.params, eos_token_ids=self.eos, pad_id=self.tok.pad_token_id,
                            tokenizer=self.tok, batch_size=self.sec.generation_batch_size or None, generator=gen)
         t1 = time.time()

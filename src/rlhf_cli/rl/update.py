@@ -54,9 +54,9 @@ class PolicyUpdate:
     def reduce(self, sums: Dict[str, float], epochs_done: int) -> Dict[str, float]:
         """Sums over micro-batches, passes and processes -> the step's metrics (each process holds its share
         of every mini-batch's global mean, so the sum over processes is that mean)."""
-        s = self.ctx.strategy
-        red = s.all_reduce_named(sums)
-        tokens, minis = max(red["tokens"], 1.0), max(red["mini_batches"] / s.world_size, 1.0)
+        strategy = self.ctx.strategy
+        red = strategy.all_reduce_named(sums)
+        tokens, minis = max(red["tokens"], 1.0), max(red["mini_batches"] / strategy.world_size, 1.0)
         out = {"policy_loss": red["policy_loss"] / minis, "clip_low_fraction": red["clip_low"] / tokens,
                "clip_high_fraction": red["clip_high"] / tokens, "approx_kl": red["approx_kl"] / tokens,
                "update_epochs": epochs_done}

@@ -50,14 +50,14 @@ def loss_kwargs(d, spec: dict) -> dict:
 
 class DPOTask:
     def __init__(self, ctx: RunContext, pad_id: int, ref=None, ref_is_base: bool = False):
-        self.d, self.s, self.pad_id, self.ref = ctx.cfg.dpo, ctx.strategy, pad_id, ref
+        self.dpo, self.strategy, self.pad_id, self.ref = ctx.cfg.dpo, ctx.strategy, pad_id, ref
         self.padding_free = ctx.cfg.data.padding_free
-        self.spec = loss_spec(self.d.loss)
-        self.fn, self.kwargs = DPO_LOSSES.get(self.d.loss), loss_kwargs(self.d, self.spec)
+        self.spec = loss_spec(self.dpo.loss)
+        self.fn, self.kwargs = DPO_LOSSES.get(self.dpo.loss), loss_kwargs(self.dpo, self.spec)
         self.ref_is_base = ref_is_base  # LoRA: the reference is the policy with its adapter disabled
 
     def collate(self, rows):
-        return collate_preferences(rows, self.pad_id, self.padding_free).to(self.s.device)
+        return collate_preferences(rows, self.pad_id, self.padding_free).to(self.strategy.device)
 
     def weight(self, batch) -> float:
         return float(batch.num_items)
@@ -70,16 +70,16 @@ class DPOTask:
             return None
         if self.ref_is_base:
             with torch.no_grad(), reference_by_disabled_adapter(model):
-                return sequence_logps(model, batch, self.d.logprob_chunk_size)[0]
+                return sequence_logps(model, batch, self.dpo.logprob_chunk_size)[0]
         if self.ref is None:
             return batch.ref_logps
         with torch.no_grad():
-            return sequence_logps(self.ref, batch, self.d.logprob_chunk_size)[0]
+            return sequence_logps(self.ref, batch, self.dpo.logprob_chunk_size)[0]
 
     def loss(self, model, batch) -> Tuple[torch.Tensor, Dict[str, float]]:
-        d = self.d
+        dpo = self.dpo
         ref = self.reference(batch, model)
-        pol, count = sequence_logps(model, batch, d.logprob_chunk_size)
+        pol, count = sequence_logps(model, batch, dpo.logprob_chunk_size)
         if self.spec["data"] == "unpaired":
             return self.unpaired(pol, ref, batch)
         if self.spec["length_averaged"]:
@@ -87,9 +87,9 @@ class DPOTask:
         c, r = batch.index[:, 0], batch.index[:, 1]
         args = (pol[c], pol[r], None if ref is None else ref[c], None if ref is None else ref[r])
         if batch.prob is not None:  # soft labels (data.prob_field): the loss averaged over both label orders
-            losses, cr, rr = soft_label_losses(self.fn, batch.prob, *args, beta=d.beta, **self.kwargs)
+            losses, cr, rr = soft_label_losses(self.fn, batch.prob, *args, beta=dpo.beta, **self.kwargs)
         else:
-            losses, cr, rr = self.fn(*args, beta=d.beta, **self.kwargs)
+            losses, cr, rr = self.fn(*args, beta=dpo.beta, **self.kwargs)
         loss_sum = losses.sum()
         return loss_sum, {"loss": float(loss_sum.detach()), "reward/chosen": float(cr.sum()),
                           "reward/rejected": float(rr.sum()), "reward/margin": float((cr - rr).sum()),
@@ -99,15 +99,15 @@ class DPOTask:
     def unpaired(self, pol, ref, batch):
         """KTO-style: each row is one completion labelled desirable or not, plus a mismatched row for the
         KL reference point z0."""
-        d = self.d
+        dpo = self.dpo
         m, k = batch.index[:, 0], batch.index[:, 1]
         z0 = kto_kl_reference_point(pol[k].detach(), ref[k], clamp=False)
-        if torch.is_grad_enabled() and self.s.world_size > 1:  # training: every process joins; eval: local
-            z0 = torch.tensor(self.s.all_reduce([float(z0)])[0] / self.s.world_size)
+        if torch.is_grad_enabled() and self.strategy.world_size > 1:  # training: every process joins; eval: local
+            z0 = torch.tensor(self.strategy.all_reduce([float(z0)])[0] / self.strategy.world_size)
         z0 = z0.clamp(min=0)
-        losses, rewards = self.fn(pol[m], ref[m], batch.label, z0, beta=d.beta, **self.kwargs)
+        losses, rewards = self.fn(pol[m], ref[m], batch.label, z0, beta=dpo.beta, **self.kwargs)
         loss_sum = losses.sum()
-        right = ((rewards > float(d.beta * z0)) == batch.label).sum()
+        right = ((rewards > float(dpo.beta * z0)) == batch.label).sum()
         return loss_sum, {"loss": float(loss_sum.detach()), "kl": float(z0) * batch.num_items,
                           "accuracy": float(right), "reward/mean": float(rewards.sum()),
                           "logps/mean": float(pol[m].detach().sum())}
@@ -116,17 +116,17 @@ class DPOTask:
 @torch.no_grad()
 def precompute_reference(ctx: RunContext, ref, splits: List[List[PrefItem]], pad_id: int) -> None:
     """Fill ``item.ref_logps`` for every example: each process scores its share, then all-gather."""
-    s, cfg = ctx.strategy, ctx.cfg
+    strategy, cfg = ctx.strategy, ctx.cfg
     for items in splits:
-        mine = sorted(range(s.rank, len(items), s.world_size), key=lambda i: -len(items[i]))
+        mine = sorted(range(strategy.rank, len(items), strategy.world_size), key=lambda i: -len(items[i]))
         out = {}
         for k in range(0, len(mine), cfg.ref.batch_size):
             chunk = mine[k:k + cfg.ref.batch_size]
-            batch = collate_preferences([items[i] for i in chunk], pad_id, ctx.cfg.data.padding_free).to(s.device)
+            batch = collate_preferences([items[i] for i in chunk], pad_id, cfg.data.padding_free).to(strategy.device)
             sums = sequence_logps(ref, batch, cfg.dpo.logprob_chunk_size)[0].float().cpu()
             for j, i in enumerate(chunk):
                 out[i] = [float(sums[batch.index[j, c]]) for c in range(len(items[i].seqs))]
-        out = {i: v for share in s.all_gather_object(out) for i, v in share.items()}
+        out = {i: v for share in strategy.all_gather_object(out) for i, v in share.items()}
         for i, v in out.items():
             items[i].ref_logps = v
 

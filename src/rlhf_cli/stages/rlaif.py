@@ -54,14 +54,14 @@ def run_phase(ctx: RunContext, name: str, fn, mine: List[RLAIFPrompt], n_chunks:
     computed and saved; after each the run may stop (SIGINT/SIGTERM) and a rerun continues from there.
     Every process runs the same number of chunks (an empty one where its share is shorter), so the stop
     checks, a collective, line up."""
-    cfg, s, size = ctx.cfg, ctx.strategy, ctx.cfg.rlaif.chunk_prompts
+    cfg, strategy, size = ctx.cfg, ctx.strategy, ctx.cfg.rlaif.chunk_prompts
     total = PhaseOut({f: [] for f in PHASE_FILES[name]}, {})
     reused = 0
     for k in range(n_chunks):
-        path = chunk_path(ctx.out, name, s.rank, k)
+        path = chunk_path(ctx.out, name, strategy.rank, k)
         saved = load_chunk(path)
         if saved is None:
-            part = fn(cfg, s.rank, k, policy, judge, const, mine[k * size:(k + 1) * size], timers)
+            part = fn(cfg, strategy.rank, k, policy, judge, const, mine[k * size:(k + 1) * size], timers)
             save_chunk(path, part.records, part.counts)
         else:
             part = PhaseOut(*saved)
@@ -80,21 +80,21 @@ def run_phase(ctx: RunContext, name: str, fn, mine: List[RLAIFPrompt], n_chunks:
 
 def write_merged(ctx: RunContext, names: List[str]) -> Dict[str, int]:
     """Rank 0 merges every process's saved chunks into the output files; returns their line counts."""
-    s = ctx.strategy
-    s.barrier()  # every process's chunks are on disk
+    strategy = ctx.strategy
+    strategy.barrier()  # every process's chunks are on disk
     lines: Dict[str, int] = {}
-    if s.is_main:
+    if strategy.is_main:
         for name, recs in merge_chunks(ctx.out, names).items():
             write_output(ctx.out / name, "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in recs))
             lines[name] = len(recs)
-    s.barrier()
+    strategy.barrier()
     return lines
 
 
 def load_models(ctx: RunContext, tokenizer):
     """(policy Judge, judge Judge): the judge is the policy's own weights unless judge.path is set."""
-    cfg, s = ctx.cfg, ctx.strategy
-    model = load_causal_lm(cfg.model, tokenizer).to(device=s.device, dtype=s.dtype)
+    cfg, strategy = ctx.cfg, ctx.strategy
+    model = load_causal_lm(cfg.model, tokenizer).to(device=strategy.device, dtype=strategy.dtype)
     model.requires_grad_(False)
     model.eval()
     bs = cfg.rlaif.generation_batch_size or 10 ** 9
@@ -102,7 +102,7 @@ def load_models(ctx: RunContext, tokenizer):
     j = cfg.judge
     if j.path:
         jm, jt = load_judge_model(j.path, key="judge.path", attn_implementation=cfg.model.attn_implementation)
-        jm = jm.to(device=s.device, dtype=s.dtype)
+        jm = jm.to(device=strategy.device, dtype=strategy.dtype)
     else:
         jm, jt = model, tokenizer
     judge = Judge(jm, jt, batch_size=j.batch_size, chat=j.chat_template)
@@ -112,13 +112,13 @@ def load_models(ctx: RunContext, tokenizer):
 def summarise(ctx: RunContext, outs: List[PhaseOut], timers: Timers, lines: Dict[str, int], const,
               prompts_total: int, wall: float) -> dict:
     """The run's counts (over every chunk, saved or computed now) and this run's timings."""
-    cfg, s = ctx.cfg, ctx.strategy
+    cfg, strategy = ctx.cfg, ctx.strategy
     local = {k: 0.0 for k in COUNT_KEYS}
     for o in outs:
         for k, v in o.counts.items():
             local[k] += v
-    red = dict(zip(COUNT_KEYS, s.all_reduce([local[k] for k in COUNT_KEYS])))
-    gen_t, jgen_t, jfwd_t, pref_t = s.all_reduce([timers.generate, timers.judge_generate, timers.judge_forward,
+    red = dict(zip(COUNT_KEYS, strategy.all_reduce([local[k] for k in COUNT_KEYS])))
+    gen_t, jgen_t, jfwd_t, pref_t = strategy.all_reduce([timers.generate, timers.judge_generate, timers.judge_forward,
                                                   timers.preferences], "max")
     out = {"prompts": prompts_total, "time/generate": round(gen_t, 3), "time/judge_generate": round(jgen_t, 3),
            "time/judge_forward": round(jfwd_t, 3), "time/total": round(wall, 3)}
@@ -146,53 +146,56 @@ def summarise(ctx: RunContext, outs: List[PhaseOut], timers: Timers, lines: Dict
 
 
 def run(ctx: RunContext) -> dict:
-    cfg, r, d = ctx.cfg, ctx.cfg.rlaif, ctx.cfg.data
+    cfg, rlaif, data = ctx.cfg, ctx.cfg.rlaif, ctx.cfg.data
     summary = read_done(ctx.out)
     if summary is None:
         summary = make_data(ctx)
     else:
         ctx.log(f"RLAIF phases already finished in {ctx.out} (output_dir/{CHUNK_DIR}/{DONE}); continuing")
-    if r.then != "none":
-        summary["then"] = {"stage": r.then, "output_dir": str(Path(cfg.output_dir) / r.then)}
-        made = ctx.out / ("sl_data.jsonl" if r.then == "sft" else "preferences.jsonl")
-        if r.then != "sft" and summary.get("pairs_kept", 0) < 2:
+    if rlaif.then != "none":
+        summary["then"] = {"stage": rlaif.then, "output_dir": str(Path(cfg.output_dir) / rlaif.then)}
+        made = ctx.out / ("sl_data.jsonl" if rlaif.then == "sft" else "preferences.jsonl")
+        if rlaif.then != "sft" and summary.get("pairs_kept", 0) < 2:
             from rlhf_cli.errors import DataError
 
-            raise DataError(f"rlaif.then={r.then}: {made} has {summary.get('pairs_kept', 0)} pairs (need >= 2); "
+            raise DataError(f"rlaif.then={rlaif.then}: {made} has {summary.get('pairs_kept', 0)} pairs (need >= 2); "
                             "lower rlaif.min_confidence or use more prompts")
         from rlhf_cli.stages import get_runner
         from rlhf_cli.training.chain import run_next_stage
 
-        run_next_stage(ctx, r.then, get_runner(r.then), made, list(r.then_overrides), r.then_conf)
+        run_next_stage(ctx, rlaif.then, get_runner(rlaif.then), made, list(rlaif.then_overrides), rlaif.then_conf)
     # last: a manifest means "finished", so an interrupted rlaif.then stage must not find one
-    write_manifest(ctx, summary, {"data.path": d.path})
+    write_manifest(ctx, summary, {"data.path": data.path})
     ctx.log(f"Done: {ctx.out}")
     return summary
 
 
 def make_data(ctx: RunContext) -> dict:
     """Both phases, resumable chunk by chunk; writes the merged files and done.json; returns the summary."""
-    cfg, s, r, d = ctx.cfg, ctx.strategy, ctx.cfg.rlaif, ctx.cfg.data
+    cfg, strategy, rlaif, data = ctx.cfg, ctx.strategy, ctx.cfg.rlaif, ctx.cfg.data
     t_start = time.time()
-    const = load_constitution(r.constitution)
+    const = load_constitution(rlaif.constitution)
     tokenizer = load_tokenizer(cfg.model)
-    prompts, st = load_rlaif_prompts(d.path, d, tokenizer, max_prompt_tokens=d.max_length - r.max_new_tokens,
-                                     limit=d.limit, need_pair=r.responses == "data" and r.phases != "sl")
-    mine = prompts[s.rank::s.world_size]
-    n_chunks = math.ceil(math.ceil(len(prompts) / s.world_size) / r.chunk_prompts)  # the same on every process
+    prompts, st = load_rlaif_prompts(data.path, data, tokenizer,
+                                     max_prompt_tokens=data.max_length - rlaif.max_new_tokens, limit=data.limit,
+                                     need_pair=rlaif.responses == "data" and rlaif.phases != "sl")
+    mine = prompts[strategy.rank::strategy.world_size]
+    # the same on every process (stop checks are collectives)
+    n_chunks = math.ceil(math.ceil(len(prompts) / strategy.world_size) / rlaif.chunk_prompts)
     no_pair = f", {st.no_pair} without a single-turn pair" if st.no_pair else ""
     ctx.log(f"RLAIF data: {st.records} records ({st.skipped} skipped, {st.too_long} over the prompt budget"
             f"{no_pair}) -> "
-            f"{len(prompts)} prompts, {len(mine)} on this process in {n_chunks} chunk(s); phases={r.phases}; "
+            f"{len(prompts)} prompts, {len(mine)} on this process in {n_chunks} chunk(s); phases={rlaif.phases}; "
             f"constitution {const.path.name} ({len(const.principles)} principles, sha256 {const.sha256[:12]}); "
-            f"judge {judge_dir_name(cfg.judge.path)}; {s.world_size} process(es), precision {s.precision}")
+            f"judge {judge_dir_name(cfg.judge.path)}; {strategy.world_size} process(es), "
+            f"precision {strategy.precision}")
     policy, judge = load_models(ctx, tokenizer)
     timers, outs, names = Timers(), [], []
-    if r.phases in ("sl", "both"):
+    if rlaif.phases in ("sl", "both"):
         outs.append(run_phase(ctx, "sl", cai_sl, mine, n_chunks, policy, judge, const, timers))
         names += SL_FILES
-        ctx.log(f"CAI-SL: {r.revisions} critique/revision round(s) on {len(mine)} prompts (this process)")
-    if r.phases in ("preferences", "both"):
+        ctx.log(f"CAI-SL: {rlaif.revisions} critique/revision round(s) on {len(mine)} prompts (this process)")
+    if rlaif.phases in ("preferences", "both"):
         outs.append(run_phase(ctx, "preferences", rl_aif, mine, n_chunks, policy, judge, const, timers))
         names += PREFERENCE_FILES
     lines = write_merged(ctx, names)
@@ -201,10 +204,10 @@ def make_data(ctx: RunContext) -> dict:
     report = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
                        if isinstance(v, (int, float)))
     ctx.log(f"RLAIF: {report}; files {summary['files']}")
-    if s.is_main:
+    if strategy.is_main:
         write_done(ctx.out, summary)
         drop_chunks(ctx.out)
-    s.barrier()
+    strategy.barrier()
     del policy, judge
     gc.collect()
     return summary

@@ -81,18 +81,18 @@ class RMTask:
 
 def load_preference_splits(ctx: RunContext, tokenizer, kind: str, step_delimiter: str = "\n"):
     """Train/eval items for rm/dpo with the data summary logged; returns (train, eval, stats)."""
-    d = ctx.cfg.data
+    data = ctx.cfg.data
     stats = {}
 
     def load(path):
-        items, st = load_preferences(path, d, tokenizer, kind, limit=d.limit if path == d.path else 0,
+        items, st = load_preferences(path, data, tokenizer, kind, limit=data.limit if path == data.path else 0,
                                      seed=ctx.cfg.seed, step_delimiter=step_delimiter)
         stats[path] = st
         return items
 
     train, evals = load_train_eval(ctx, load)
-    st = stats[d.path]
-    soft = f", {st.soft} pairs with soft labels ({d.prob_field})" if st.soft else ""
+    st = stats[data.path]
+    soft = f", {st.soft} pairs with soft labels ({data.prob_field})" if st.soft else ""
     ctx.log(f"{ctx.cfg.stage} data: {st.records} records ({st.skipped} skipped, {st.truncated} truncated{soft}) -> "
             f"{len(train)} train / {len(evals)} eval examples; precision {ctx.strategy.precision}, "
             f"{ctx.strategy.world_size} process(es), ZeRO-{ctx.cfg.engine.zero_stage}")
@@ -100,12 +100,12 @@ def load_preference_splits(ctx: RunContext, tokenizer, kind: str, step_delimiter
 
 
 def run(ctx: RunContext) -> dict:
-    cfg, s = ctx.cfg, ctx.strategy
+    cfg, strategy = ctx.cfg, ctx.strategy
     tokenizer = load_tokenizer(cfg.model)
     kind = "process" if cfg.rm.type == "process" else "outcome"
     train, evals, st = load_preference_splits(ctx, tokenizer, kind, cfg.rm.step_delimiter)
     model = build_reward_model(cfg.model, tokenizer, cfg.seed)
-    task = RMTask(cfg.rm, tokenizer.pad_token_id, s.device, cfg.data.padding_free)
+    task = RMTask(cfg.rm, tokenizer.pad_token_id, strategy.device, cfg.data.padding_free)
     extra = {"reward_config.json": lambda summary: reward_config_text(cfg.rm, cfg.data, cfg.data.max_length,
                                                                        summary)}
     return fit(ctx, model, tokenizer, task, train, evals, extra_files=extra,

@@ -40,25 +40,25 @@ class SFTTask:
 
 
 def run(ctx: RunContext) -> dict:
-    cfg, s = ctx.cfg, ctx.strategy
+    cfg, strategy = ctx.cfg, ctx.strategy
     tokenizer = load_tokenizer(cfg.model)
-    d = cfg.data
+    data = cfg.data
     stats = {}
 
     def load(path):
-        examples, st = load_sft_examples(path, d, tokenizer, limit=d.limit if path == d.path else 0)
+        examples, st = load_sft_examples(path, data, tokenizer, limit=data.limit if path == data.path else 0)
         stats[path] = st
         return examples
 
     train_ex, eval_ex = load_train_eval(ctx, load)
-    rows = build_rows(train_ex, d.max_length, d.packing)
-    eval_rows = build_rows(eval_ex, d.max_length, d.packing)
-    st = stats[d.path]
+    rows = build_rows(train_ex, data.max_length, data.packing)
+    eval_rows = build_rows(eval_ex, data.max_length, data.packing)
+    st = stats[data.path]
     ctx.log(f"SFT data: {st.records} records ({st.skipped} skipped, {st.truncated} truncated) -> "
             f"{len(train_ex)} train / {len(eval_ex)} eval examples in {len(rows)} "
-            f"{'packed ' if d.packing else ''}rows; "
-            f"precision {s.precision}, {s.world_size} process(es), ZeRO-{cfg.engine.zero_stage}")
+            f"{'packed ' if data.packing else ''}rows; "
+            f"precision {strategy.precision}, {strategy.world_size} process(es), ZeRO-{cfg.engine.zero_stage}")
     model = load_causal_lm(cfg.model, tokenizer)
-    task = SFTTask(tokenizer.pad_token_id, d.packing, s.device, d.padding_free)
+    task = SFTTask(tokenizer.pad_token_id, data.packing, strategy.device, data.padding_free)
     return fit(ctx, model, tokenizer, task, rows, eval_rows,
                summary_extra={"records_skipped": st.skipped, "records_truncated": st.truncated})

@@ -38,8 +38,8 @@ def run_steps(ctx: RunContext, start: int, total: int, step_fn: Callable[[int], 
     """Run optimizer steps ``start+1 .. total``; ``step_fn(k)`` does step k+1 (0-based k) and returns its
     metrics. ``state()`` is the stage's resumable position (e.g. a prompt cursor), saved with each
     checkpoint. Returns the summary (last metrics + steps and time)."""
-    cfg, s = ctx.cfg, ctx.strategy
-    progress = Progress(s.is_main and cfg.log.progress, total, start, desc or cfg.stage)
+    cfg, strategy = ctx.cfg, ctx.strategy
+    progress = Progress(strategy.is_main and cfg.log.progress, total, start, desc or cfg.stage)
     summary: Dict[str, Any] = {}
     t_start = time.time()
     step = start
@@ -49,7 +49,7 @@ def run_steps(ctx: RunContext, start: int, total: int, step_fn: Callable[[int], 
             metrics = step_fn(step)
             step += 1
             metrics.setdefault("step_time", time.time() - t0)
-            bad = first_non_finite(metrics, skip_grad_norm=s.precision == "fp16")  # fp16 skips overflow steps
+            bad = first_non_finite(metrics, skip_grad_norm=strategy.precision == "fp16")  # fp16 skips overflow steps
             if bad is not None or step % cfg.train.log_every == 0 or step == total:
                 ctx.metrics.write(step, metrics)
             if bad is not None:
@@ -62,7 +62,7 @@ def run_steps(ctx: RunContext, start: int, total: int, step_fn: Callable[[int], 
             summary = {k: v for k, v in metrics.items() if v is not None}
             stop = ctx.should_stop()
             if stop or (cfg.train.save_every and step % cfg.train.save_every == 0 and step < total):
-                s.save_checkpoint(ctx.ckpt_root, step, {"total_steps": total, **state()},
+                strategy.save_checkpoint(ctx.ckpt_root, step, {"total_steps": total, **state()},
                                   cfg.train.keep_checkpoints)
             if stop:
                 raise Interrupted(f"stopped at step {step}; checkpoint saved, rerun the same command to resume")

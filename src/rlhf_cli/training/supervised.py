@@ -63,10 +63,10 @@ def reduce_metrics(ctx: RunContext, sums: Dict[str, float], weight: float) -> Di
 
 @torch.no_grad()
 def evaluate(ctx: RunContext, model, task: SupervisedTask, rows: Sequence) -> Dict[str, float]:
-    cfg, s = ctx.cfg, ctx.strategy
+    cfg, strategy = ctx.cfg, ctx.strategy
     model.eval()
     mb = cfg.train.micro_batch_size
-    batches = micro_batches(len(rows), mb)[s.rank::s.world_size]
+    batches = micro_batches(len(rows), mb)[strategy.rank::strategy.world_size]
     if cfg.train.eval_max_batches:
         batches = batches[: cfg.train.eval_max_batches]
     sums: Dict[str, float] = {}
@@ -85,17 +85,17 @@ def evaluate(ctx: RunContext, model, task: SupervisedTask, rows: Sequence) -> Di
 def train(ctx: RunContext, engine, task: SupervisedTask, rows: Sequence, eval_rows: Sequence,
           start_step: int, total_steps: int, step_rows: int) -> Dict[str, float]:
     """Run optimizer steps start_step+1..total_steps through the shared step loop; returns a summary."""
-    cfg, s = ctx.cfg, ctx.strategy
+    cfg, strategy = ctx.cfg, ctx.strategy
     tokens_done = 0
 
     def one_step(step: int) -> Dict[str, float]:
         nonlocal tokens_done
         t0 = time.time()
         micro = step_micro_batches(rows, rows_for_step(cfg, len(rows), step_rows, step),
-                                   cfg.train.micro_batch_size, s.world_size, s.rank)
+                                   cfg.train.micro_batch_size, strategy.world_size, strategy.rank)
         batches = [task.collate(m) for m in micro]
         local_weight = sum(task.weight(b) for b in batches)
-        global_weight = s.all_reduce([local_weight])[0]
+        global_weight = strategy.all_reduce([local_weight])[0]
         sums: Dict[str, float] = {}
         real = pad = 0
         for batch in batches:
@@ -108,7 +108,7 @@ def train(ctx: RunContext, engine, task: SupervisedTask, rows: Sequence, eval_ro
             real, pad = real + r, pad + p
         engine.end_update()
         metrics = reduce_metrics(ctx, sums, local_weight)
-        real, pad = s.all_reduce([real, pad])
+        real, pad = strategy.all_reduce([real, pad])
         dt = time.time() - t0
         tokens_done += real
         metrics.update(lr=engine.lr(), grad_norm=engine.grad_norm(), tokens_per_s=real / dt,
@@ -142,19 +142,19 @@ def split_eval(items: List, fraction: float, seed: int) -> Tuple[List, List]:
 
 def load_train_eval(ctx: RunContext, load: Callable[[str], List]) -> Tuple[List, List]:
     """``load(path)`` -> items; eval from data.eval_path, else a data.eval_fraction split of data.path."""
-    d = ctx.cfg.data
-    items = load(d.path)
-    if d.eval_path:
-        return items, load(d.eval_path)
-    return split_eval(items, d.eval_fraction, ctx.cfg.seed)
+    data = ctx.cfg.data
+    items = load(data.path)
+    if data.eval_path:
+        return items, load(data.eval_path)
+    return split_eval(items, data.eval_fraction, ctx.cfg.seed)
 
 
 def fit(ctx: RunContext, model, tokenizer, task, rows: Sequence, eval_rows: Sequence,
         extra_files=None, summary_extra=None) -> dict:
     """prepare engine -> resume -> train -> export final/ -> manifest. Returns the summary."""
-    s = ctx.strategy
-    step_rows, total = plan_steps(ctx.cfg, len(rows), s.world_size)
-    engine = s.prepare(model, total)
+    strategy = ctx.strategy
+    step_rows, total = plan_steps(ctx.cfg, len(rows), strategy.world_size)
+    engine = strategy.prepare(model, total)
     state = ctx.resume()
     start = state["step"] if state else 0
     summary = train(ctx, engine, task, rows, eval_rows, start, total, step_rows)
