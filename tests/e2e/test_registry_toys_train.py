@@ -61,15 +61,16 @@ def test_toy_advantage_aggregation_kl_and_reward_train_grpo(tmp_path):
         "train", "grpo", *SHORT, f"data.path={prompts}", "data.prompt_field=prompt", "data.prompt_template=null",
         "data.reward_fields=[]", "data.max_length=64", "grpo.max_new_tokens=6", "grpo.prompts_per_step=2",
         "grpo.num_generations=2", "train.micro_batch_size=4", "grpo.advantage=toy_centered", "grpo.adv_eps=0.001",
-        "grpo.loss_agg=toy_seq_sum", "grpo.kl_estimator=toy_sq", "grpo.kl_coef=0.1",
-        "reward.functions=[{name: toy_length, scale: 2.0}]", f"output_dir={out}", "--nproc", "1"])
+        "grpo.loss_agg=toy_seq_sum", "grpo.kl_estimator=toy_sq", "grpo.kl_coef=0.1", "grpo.policy_loss=toy_vanilla",
+        "grpo.clip_low=0.3", "reward.functions=[{name: toy_length, scale: 2.0}]", f"output_dir={out}", "--nproc", "1"])
     assert [c["n"] for c in seen["toy_length"]] == [4, 4] and seen["toy_length"][0]["scale"] == 2.0
     assert seen["toy_centered"] == [{"eps": 0.001, "group_size": 2}] * 2
     assert len(seen["toy_seq_sum"]) == 2 and all(c["max_len"] == 6 and c["normalizer"] == 4.0
                                                 for c in seen["toy_seq_sum"])
     assert len(seen["toy_sq"]) == 2
+    assert len(seen["toy_vanilla"]) == 2 and all(c["clip_low"] == 0.3 for c in seen["toy_vanilla"])
     rows = metrics(out)
-    assert [r["step"] for r in rows] == [1, 2] and all("kl" in r and r["kl"] >= 0 for r in rows)
+    assert [r["step"] for r in rows] == [1, 2] and all("kl_loss" in r and r["kl_loss"] >= 0 for r in rows)
     assert rows[0]["reward"] > 0  # toy_length is 2 * len / 100 > 0 for any non-empty completion
 
 

@@ -15,9 +15,9 @@ CONFIGS = {  # stage -> (overrides choosing the toys, [(yaml key, toy name)])
     "dpo": (["dpo.loss=toy_hinge"], [("loss", "toy_hinge")]),
     "rm": (["rm.loss=toy_rm_hinge"], [("loss", "toy_rm_hinge")]),
     "grpo": (["grpo.advantage=toy_centered", "grpo.loss_agg=toy_seq_sum", "grpo.kl_estimator=toy_sq",
-              "reward.functions=[{name: toy_length}]"],
+              "grpo.policy_loss=toy_vanilla", "reward.functions=[{name: toy_length}]"],
              [("advantage", "toy_centered"), ("loss_agg", "toy_seq_sum"), ("kl_estimator", "toy_sq"),
-              ("name", "toy_length")]),
+              ("policy_loss", "toy_vanilla"), ("name", "toy_length")]),
 }
 
 

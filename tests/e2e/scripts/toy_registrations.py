@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from rlhf_cli.algos.advantages import ADVANTAGES
 from rlhf_cli.algos.logprobs import masked_sum
-from rlhf_cli.algos.policy import KL_ESTIMATORS, LOSS_AGGREGATIONS
+from rlhf_cli.algos.policy import KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES
 from rlhf_cli.algos.preference import DPO_LOSSES
 from rlhf_cli.algos.reward_model import RM_LOSSES
 from rlhf_cli.bench import BENCHES
@@ -20,6 +20,7 @@ from rlhf_cli.rewards.registry import REWARDS
 
 ENTRIES = {DPO_LOSSES: "toy_hinge", RM_LOSSES: "toy_rm_hinge", ADVANTAGES: "toy_centered",
            LOSS_AGGREGATIONS: "toy_seq_sum", KL_ESTIMATORS: "toy_sq", REWARDS: "toy_length",
+           POLICY_LOSSES: "toy_vanilla",
            EVALS: "toy_eval", BENCHES: "toy_bench"}
 
 
@@ -50,11 +51,22 @@ def toy_rm_hinge(scores, ranks, valid, centering_coef=0.0):
 
 
 @ADVANTAGES.register("toy_centered", options={"eps": "adv_eps"})
-def toy_centered(rewards, group_size, eps=1e-4):
+def toy_centered(inputs, eps=1e-4):
     """Group-mean baseline without std scaling (Dr. GRPO, Liu et al. 2025, §3.1): ``r_i - mean_group(r)``."""
+    group_size = inputs.num_generations
     record("toy_centered", eps=eps, group_size=group_size)
-    g = rewards.detach().double().view(-1, group_size)
-    return (g - g.mean(1, keepdim=True)).float().view(-1)
+    g = inputs.scores.detach().double().view(-1, group_size)
+    return (g - g.mean(1, keepdim=True)).float().view(-1, 1) * inputs.mask, None
+
+
+@POLICY_LOSSES.register("toy_vanilla", options={"clip_low": "clip_low"})
+def toy_vanilla(logps, old_logps, advantages, mask, clip_low=0.2):
+    """The unclipped importance-weighted policy gradient ``-ratio * A`` (Williams 1992), ``clip_low``
+    recorded only to show a loss reading its options."""
+    record("toy_vanilla", clip_low=clip_low, shape=list(logps.shape))
+    ratio = torch.exp(logps - old_logps.detach())
+    never = torch.zeros_like(ratio, dtype=torch.bool)
+    return -ratio * advantages.detach(), {"ratio": ratio.detach(), "clip_low": never, "clip_high": never}
 
 
 @LOSS_AGGREGATIONS.register("toy_seq_sum")
