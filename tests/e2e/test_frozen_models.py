@@ -54,7 +54,7 @@ def test_grpo_offloaded_reference_is_frozen(tmp_path):
     assert_frozen(f, "OffloadedModel")
     assert f["offload_logits_max_diff"] == 0.0
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all("kl" in r for r in rows) and rows[-1]["grad_norm"] > 0  # the reference was used, the policy trained
+    assert all("kl_loss" in r for r in rows) and rows[-1]["grad_norm"] > 0  # the reference was used, the policy trained
 
 
 def test_zero3_two_processes_reference_is_sharded_and_frozen(tmp_path, pair_data):

@@ -117,11 +117,13 @@ def summarise(ctx: RunContext, outs: List[PhaseOut], timers: Timers, lines: Dict
     for o in outs:
         for k, v in o.counts.items():
             local[k] += v
-    red = dict(zip(COUNT_KEYS, strategy.all_reduce([local[k] for k in COUNT_KEYS])))
-    gen_t, jgen_t, jfwd_t, pref_t = strategy.all_reduce([timers.generate, timers.judge_generate, timers.judge_forward,
-                                                  timers.preferences], "max")
-    out = {"prompts": prompts_total, "time/generate": round(gen_t, 3), "time/judge_generate": round(jgen_t, 3),
-           "time/judge_forward": round(jfwd_t, 3), "time/total": round(wall, 3)}
+    red = strategy.all_reduce_named(local)
+    times = strategy.all_reduce_named({"generate": timers.generate, "judge_generate": timers.judge_generate,
+                                       "judge_forward": timers.judge_forward, "preferences": timers.preferences}, "max")
+    jfwd_t, pref_t = times["judge_forward"], times["preferences"]
+    out = {"prompts": prompts_total, "time/generate": round(times["generate"], 3),
+           "time/judge_generate": round(times["judge_generate"], 3), "time/judge_forward": round(jfwd_t, 3),
+           "time/total": round(wall, 3)}
     phases = cfg.rlaif.phases
     if phases in ("sl", "both"):
         out.update(sl_examples=int(red["sl_examples"]), sl_changed=int(red["sl_changed"]),

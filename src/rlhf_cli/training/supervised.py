@@ -55,10 +55,13 @@ def rows_for_step(cfg, num_rows: int, step_rows: int, step: int) -> List[int]:
 
 
 def reduce_metrics(ctx: RunContext, sums: Dict[str, float], weight: float) -> Dict[str, float]:
-    keys = sorted(sums)
-    reduced = ctx.strategy.all_reduce([sums[k] for k in keys] + [weight])
-    total = reduced[-1] or 1.0
-    return {k: v / total for k, v in zip(keys, reduced[:-1])}
+    """Metric sums over every process, divided by the summed weight (what they are averaged over)."""
+    reduced = ctx.strategy.all_reduce_named({**sums, WEIGHT: weight})
+    total = reduced.pop(WEIGHT) or 1.0
+    return {k: v / total for k, v in reduced.items()}
+
+
+WEIGHT = "\0weight"  # never a metric's name
 
 
 @torch.no_grad()
