@@ -7,6 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers.py
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Nothing may download in tests: a Hub ID is resolved from a cache a test builds, never the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

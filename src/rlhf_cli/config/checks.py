@@ -12,16 +12,18 @@ CHOICES = {
     "optim.scheduler": ("cosine", "linear", "constant"),
     "engine.backend": ("auto", "nccl", "gloo"),
     "model.attn_implementation": ("sdpa_varlen", "sdpa", "eager", "flash_attention_2", "flex_attention"),
-    "data.format": ("auto", "messages", "prompt_completion", "text"),
+    "data.format": ("auto", "messages", "conversations", "prompt_completion", "text"),
 }
 
 
-def check_file(key: str, value) -> None:
+def check_file(key: str, value, data=None) -> None:
+    """The file (or Hub dataset split, selected by the ``data`` section) exists; one line otherwise."""
     if value is None or value == "":
         return
-    from rlhf_cli.data.readers import resolve_data_path
+    from rlhf_cli.data.readers import data_source
 
-    resolve_data_path(str(value), key=key)
+    split = data.get("eval_split") if data is not None and key == "data.eval_path" else None
+    data_source(str(value), data, key=key, split=split)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -33,8 +35,12 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if key == "data.format" and "ranks_field" in cfg.get("data", {}):
             continue  # preference data (rm, dpo): its formats are checked by check_preference_data
+        if key == "data.format" and "conversations_field" not in cfg.get("data", {}):
+            continue  # only SFT data has these shapes
         if value is not None and str(value) not in choices:
             raise ConfigError(f"{key}={value}: must be one of {', '.join(choices)}")
+    if "conversations_field" in cfg.get("data", {}) and cfg.data.template not in ("auto", "chat", "plain"):
+        raise ConfigError(f"data.template={cfg.data.template}: must be one of auto, chat, plain")
     if cfg.engine.offload_params and cfg.engine.zero_stage != 3:
         raise ConfigError("engine.offload_params=true needs engine.zero_stage=3")
     if cfg.engine.offload_optimizer and cfg.engine.zero_stage == 0:
@@ -42,8 +48,8 @@ def check_config(cfg: DictConfig) -> None:
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas={list(cfg.optim.betas)}: needs two numbers")
     if "data" in cfg:
-        check_file("data.path", cfg.data.path)
-        check_file("data.eval_path", cfg.data.get("eval_path"))
+        check_file("data.path", cfg.data.path, cfg.data)
+        check_file("data.eval_path", cfg.data.get("eval_path"), cfg.data)
     from rlhf_cli.models.lora import check_lora
 
     check_lora(cfg.model.lora)
@@ -52,7 +58,8 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("model.path", "ref.path"):
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None:
-            check_model_dir(value, key=key, strict=False, **({"want": "causal"} if key == "ref.path" else {}))
+            check_model_dir(value, key=key, strict=False, revision=cfg.model.get("revision") if key == "model.path"
+                            else None, **({"want": "causal"} if key == "ref.path" else {}))
     from rlhf_cli.config.choices import check_registry_fields
 
     check_registry_fields(cfg)

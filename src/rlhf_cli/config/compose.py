@@ -154,9 +154,11 @@ def _reject_unknown(cfg: DictConfig, source: str, prefix: str = "") -> None:
 
 
 def _absolutize(cfg: DictConfig) -> None:
+    from rlhf_cli.hub import is_hub_id
+
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, str) and value and not value.startswith("builtin:"):
+        if isinstance(value, str) and value and not value.startswith("builtin:") and not is_hub_id(value):
             OmegaConf.update(cfg, key, str(Path(os.path.expanduser(value)).absolute()), merge=False)
 
 

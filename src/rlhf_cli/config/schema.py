@@ -56,8 +56,11 @@ class ModelConfig:
     # Preset: 'smollm2-135m' (embedded SmolLM2-135M-Instruct, converted once under $RLHF_HOME),
     # 'tiny' (random small Llama for tests) or 'path' (use model.path).
     name: str = "smollm2-135m"
-    # A local Hugging Face model dir, or a previous run dir (its final/ is used). Overrides name.
+    # A local Hugging Face model dir, a previous run dir (its final/ is used), or a Hub model ID org/name
+    # (resolved into the Hugging Face cache; HF_HUB_OFFLINE=1 reads only the cache). Overrides name.
     path: Optional[str] = None
+    # Hub models: a branch, tag or commit of model.path (null = main); the manifest records the commit used.
+    revision: Optional[str] = None
     # Recompute activations in backward: less memory, ~30% more compute. Off: these models are small.
     gradient_checkpointing: bool = False
     # torch.compile the model (GPU speed-up; compile time dominates short CPU runs).

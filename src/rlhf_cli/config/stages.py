@@ -16,11 +16,20 @@ from rlhf_cli.config.schema import MISSING, RunConfig
 class DataConfig:
     """Where the data is and how long a sequence may be; shape-specific fields are in the subclasses."""
 
-    # Training file: .jsonl, .jsonl.gz, .json, .parquet, or a datasets.save_to_disk dir.
-    # 'builtin:NAME' names an example file shipped with rlhf-cli (the package's examples/ folder).
+    # Training file: .jsonl, .jsonl.gz, .json, .parquet, or a datasets.save_to_disk dir; 'builtin:NAME' names
+    # an example file shipped with rlhf-cli (the package's examples/ folder); 'org/name' (no such local path)
+    # a dataset on the Hugging Face Hub (data.subset, data.split, data.revision).
     path: str = MISSING
-    # Held-out file; null = split eval_fraction of path off (deterministic by seed).
+    # Hub datasets: the config (subset) name; null = the dataset's default.
+    subset: Optional[str] = None
+    # Hub datasets: the split, optionally sliced: train, test, train[:1000], train[10:20], train[:1%].
+    split: str = "train"
+    # Hub datasets: a branch, tag or commit (null = main); the manifest records the commit read.
+    revision: Optional[str] = None
+    # Held-out file (or Hub dataset); null = split eval_fraction of path off (deterministic by seed).
     eval_path: Optional[str] = None
+    # Hub datasets: the held-out split eval_path reads (e.g. eval_path=<the same id> eval_split=test).
+    eval_split: str = "test"
     # Share of path held out for evaluation when eval_path is null (0 = no held-out split).
     eval_fraction: float = num(0.05, ge=0, lt=1)
     # Tokens per sequence (prompt + response); longer examples are truncated (counted in the metrics).
@@ -35,10 +44,15 @@ class DataConfig:
 
 @dataclass
 class SFTDataConfig(DataConfig):
-    # Record shape: auto (detect per record) | messages | prompt_completion | text.
+    # Record shape: auto (detect per record) | messages | conversations | prompt_completion | text.
     format: str = "auto"
+    # String prompt/completion records: auto (the chat template when the tokenizer has one, as TRL renders
+    # conversational data) | chat | plain (prompt text + completion text + EOS).
+    template: str = "auto"
     # Field names, for data whose columns are named differently.
     messages_field: str = "messages"
+    # ShareGPT / Capybara turns: [{from: human|gpt|system, value}] (or role/content).
+    conversations_field: str = "conversations"
     # The prompt of a prompt/completion record (a string or chat messages).
     prompt_field: str = "prompt"
     # The response of a prompt/completion record: the only tokens trained on.

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from rlhf_cli.data.chat import render_messages, render_prompt, validate_messages
-from rlhf_cli.data.readers import parsed_records
+from rlhf_cli.data.readers import parsed_records, source_for
 from rlhf_cli.errors import DataError
 
 HH_ASSISTANT = "\n\nAssistant:"
@@ -309,7 +309,8 @@ def load_preferences(path, d, tokenizer, kind: str, limit: int = 0, seed: int = 
     """Read + tokenise ``path``; bad records raise DataError(file:line) or are skipped+counted (skip_bad)."""
     enc = Encoder(tokenizer, d.template, d.max_length)
     stats, out = LoadStats(), []
-    for _, _, (items, cut) in parsed_records(path, lambda rec: parse_record(rec, d, enc, kind, step_delimiter),
+    for _, _, (items, cut) in parsed_records(source_for(path, d),
+                                             lambda rec: parse_record(rec, d, enc, kind, step_delimiter),
                                              stats, d.skip_bad, limit):
         stats.truncated += int(cut)
         stats.soft += sum(it.prob is not None for it in items)

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from rlhf_cli.data.chat import render_prompt, validate_messages
 from rlhf_cli.data.preference import HH_ASSISTANT, hh_messages
-from rlhf_cli.data.readers import parsed_records, read_records
+from rlhf_cli.data.readers import parsed_records, read_records, source_for
 from rlhf_cli.errors import DataError
 
 
@@ -29,9 +29,15 @@ class PromptStats:
     too_long: int = 0
 
 
+# Where public datasets keep the prompt, read when the default field 'prompt' is absent (GSM8K, MATH, Alpaca).
+PROMPT_FALLBACKS = ("question", "problem", "instruction")
+
+
 def prompt_messages(rec: dict, prompt_field: str, system_prompt: Optional[str] = None,
                     template: Optional[str] = None) -> Tuple[List[dict], str]:
     """(chat messages, prompt text) for one record, or ValueError saying what is wrong."""
+    if prompt_field == "prompt" and prompt_field not in rec:
+        prompt_field = next((f for f in PROMPT_FALLBACKS if f in rec), prompt_field)
     if prompt_field not in rec:
         raise ValueError(f"record has no '{prompt_field}' field (set data.prompt_field; fields: "
                          f"{', '.join(sorted(rec)) or 'none'})")
@@ -96,7 +102,8 @@ def load_prompts(path, tokenizer, *, prompt_field: str = "prompt", system_prompt
 def load_prompt_data(path, dcfg, tokenizer, max_prompt_tokens: int = 0,
                      limit: int = 0) -> Tuple[List[PromptExample], PromptStats]:
     """``load_prompts`` with the options of a PromptDataConfig."""
-    return load_prompts(path, tokenizer, prompt_field=dcfg.prompt_field, system_prompt=dcfg.system_prompt,
+    return load_prompts(source_for(path, dcfg), tokenizer, prompt_field=dcfg.prompt_field,
+                        system_prompt=dcfg.system_prompt,
                         prompt_template=dcfg.prompt_template, reward_fields=list(dcfg.reward_fields),
                         max_prompt_tokens=max_prompt_tokens, skip_bad=dcfg.skip_bad, limit=limit)
 

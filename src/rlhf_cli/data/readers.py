@@ -2,14 +2,16 @@
 
 Formats: ``.jsonl`` / ``.jsonl.gz`` (line numbers are file lines), ``.json`` (a list, or a mapping with
 one list value; "line" is the 1-based record index), ``.parquet`` and ``datasets.save_to_disk`` dirs
-(record index). ``builtin:NAME`` names an example file shipped with rlhf-cli.
+(record index). ``builtin:NAME`` names an example file shipped with rlhf-cli; ``org/name`` (no such local
+path) a dataset on the Hugging Face Hub (``data/hub_data.py``: ``data.subset``, ``data.split``,
+``data.revision``), read the same way.
 """
 from __future__ import annotations
 
 import gzip
 import json
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple, TypeVar
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from rlhf_cli.errors import ConfigError, DataError
 
@@ -28,6 +30,33 @@ def builtin_dir() -> Path:
 def builtin_names() -> List[str]:
     d = builtin_dir()
     return sorted(p.name for p in d.iterdir() if p.suffix in (".jsonl", ".gz", ".json", ".parquet"))
+
+
+def data_source(path: str, d=None, key: str = "data.path", split: Optional[str] = None):
+    """What ``path`` names, for ``read_records``: a local file / dir / bundled example (a ``Path``), or a
+    split of a Hub dataset (``hub_data.HubDataset``, selected by ``d``'s ``subset``, ``split`` (or
+    ``split``), ``revision``). One-line ConfigError naming ``key`` when it is neither."""
+    from rlhf_cli.hub import is_hub_id, split_id
+
+    if isinstance(path, str) and not path.startswith("builtin:") and is_hub_id(path):
+        from rlhf_cli.data.hub_data import HubDataset, split_files
+
+        repo, rev = split_id(path, getattr(d, "revision", None) if d is not None else None)
+        ds = HubDataset(repo, getattr(d, "subset", None) if d is not None else None,
+                        split or (getattr(d, "split", None) if d is not None else None) or "train", rev, key)
+        split_files(ds)  # resolvable, and the split exists: fail here, in one line, not mid-run
+        return ds
+    return resolve_data_path(path, key=key)
+
+
+def source_for(path, d):
+    """``data_source`` of a loader's ``path`` under data config ``d``: ``d.path`` reads ``d.split``,
+    ``d.eval_path`` reads ``d.eval_split`` (a Hub dataset's held-out split)."""
+    if not isinstance(path, str):
+        return path
+    is_eval = d is not None and path == getattr(d, "eval_path", None) and path != getattr(d, "path", None)
+    key = "data.eval_path" if is_eval else "data.path"
+    return data_source(path, d, key=key, split=getattr(d, "eval_split", None) if is_eval else None)
 
 
 def resolve_data_path(path: str, key: str = "data.path") -> Path:
@@ -150,7 +179,19 @@ def read_records(path: str | Path, limit: int = 0, bad: str = "raise") -> Iterat
 
     A line that cannot be read raises ``DataError("file:line: why")`` (``bad="raise"``) or is yielded
     as a :class:`BadRecord` (``bad="yield"``) for the caller to skip and count or report."""
-    path = resolve_data_path(str(path)) if isinstance(path, str) else path
+    from rlhf_cli.data.hub_data import HubDataset, read_hub_records
+
+    if isinstance(path, str):
+        path = data_source(path)
+    if isinstance(path, HubDataset):
+        it = read_hub_records(path, lambda f: read_records(f, bad="yield"))
+        for n, (line, rec) in enumerate(it):
+            if limit and n >= limit:
+                return
+            if isinstance(rec, BadRecord) and bad == "raise":
+                raise DataError(f"{path}:{line}: {rec}")
+            yield line, rec
+        return
     name = path.name.lower()
     if path.is_dir() or name.endswith(".parquet"):
         it = _read_table(path)

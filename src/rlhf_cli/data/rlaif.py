@@ -23,7 +23,7 @@ from typing import List, Optional, Tuple
 from rlhf_cli.data.chat import validate_messages
 from rlhf_cli.data.preference import hh_messages, split_hh
 from rlhf_cli.data.prompts import encode_prompt, prompt_messages
-from rlhf_cli.data.readers import parsed_records
+from rlhf_cli.data.readers import parsed_records, source_for
 from rlhf_cli.errors import DataError
 
 CHAIN_FIELDS = ("prompt", "initial_response", "rounds", "final_response")
@@ -94,8 +94,8 @@ def load_rlaif_prompts(path, d, tokenizer, max_prompt_tokens: int, limit: int = 
     data.skip_bad. Prompts over the budget (and, with need_pair, records without a single-turn pair) are
     skipped and counted."""
     stats, out = PromptStats(), []
-    for _, _, (msgs, text, pair) in parsed_records(path, lambda rec: record_prompt(rec, d), stats, d.skip_bad, limit,
-                                                   errors=(ValueError, KeyError, IndexError)):
+    for _, _, (msgs, text, pair) in parsed_records(source_for(path, d), lambda rec: record_prompt(rec, d), stats,
+                                                   d.skip_bad, limit, errors=(ValueError, KeyError, IndexError)):
         if need_pair and pair is None:
             stats.no_pair += 1
             continue

@@ -17,13 +17,24 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.b
 TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
-def resolve_model_dir(path: str, key: str = "model.path") -> Path:
-    """A model dir, or a run dir whose final/ holds one; one-line ConfigError otherwise."""
+def resolve_model_dir(path: str, key: str = "model.path", revision: Optional[str] = None) -> Path:
+    """A model dir, a run dir whose final/ holds one, or a Hub model ID (``org/name[@rev]``, ``revision``),
+    resolved into the Hub cache (``rlhf_cli.hub``); one-line ConfigError otherwise."""
+    from rlhf_cli.hub import is_hub_id, model_snapshot
+
     p = Path(path).expanduser()
     if (p / "final" / "config.json").exists():
         return p / "final"
     if (p / "config.json").exists():
         return p
+    if not p.exists() and is_hub_id(path):
+        snap = model_snapshot(path, key, revision)
+        if (snap / "config.json").exists():
+            return snap
+        if (snap / "adapter_config.json").exists():
+            raise ConfigError(f"{key}={path}: a LoRA adapter repo on the Hub; give its base model "
+                              "(adapter_config.json names it) as model.path")
+        raise ConfigError(f"{key}={path}: the Hub repo has no config.json (not a transformers model)")
     if not p.exists():
         raise ConfigError(f"{key}={path}: no such directory")
     if (p / "adapter_config.json").exists() or (p / "final" / "adapter_config.json").exists():
@@ -38,11 +49,12 @@ def is_reward_model(root: Path, cfg: dict) -> bool:
                                                           for a in archs)
 
 
-def check_model_dir(path: str, key: str = "model", want: Optional[str] = None, strict: bool = True) -> Path:
+def check_model_dir(path: str, key: str = "model", want: Optional[str] = None, strict: bool = True,
+                    revision: Optional[str] = None) -> Path:
     """The resolved model dir; ConfigError (one line) when it cannot be what ``want`` asks for.
     ``strict=False`` (compose time of a training run) checks config.json and the kind only; the
     commands that load the model at once (generate, chat, eval) also require weights and tokenizer."""
-    root = resolve_model_dir(path, key=key)
+    root = resolve_model_dir(path, key=key, revision=revision)
     cfg_file = root / "config.json"
     try:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))

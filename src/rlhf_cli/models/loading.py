@@ -15,7 +15,7 @@ from rlhf_cli.models.dir_check import resolve_model_dir  # noqa: F401  (re-expor
 def model_source(mcfg) -> Path:
     """Where weights/tokenizer come from for a model config (tiny: only the tokenizer)."""
     if mcfg.path:
-        return resolve_model_dir(mcfg.path)
+        return resolve_model_dir(mcfg.path, revision=mcfg.get("revision"))
     if mcfg.name in ("smollm2-135m", "tiny"):
         from rlhf_cli.models.embedded import ensure_embedded_model
 
@@ -113,7 +113,7 @@ def load_reference(cfg, tokenizer):
 
     mcfg = copy.deepcopy(cfg.model)
     if cfg.ref.path:
-        mcfg.path = cfg.ref.path
+        mcfg.path, mcfg.revision = cfg.ref.path, None  # another model: its own revision, if any, is '@rev'
     mcfg.gradient_checkpointing = False
     mcfg.lora.r = 0  # a separate reference is a plain frozen model
     model = load_causal_lm(mcfg, tokenizer)

@@ -2,13 +2,14 @@
 
 ``build_reward(cfg.reward.functions)`` -> :class:`CombinedReward`; call it with
 ``(prompts, completions, **dataset_fields)`` to get a :class:`RewardOutput`.
-Built-ins: ``gsm8k``, ``format``, ``code``; custom: ``python:module:function``.
+Built-ins: ``gsm8k``, ``math``, ``format``, ``code``, ``model``, ``judge``; custom: ``python:module:function``.
 """
 # Importing the built-in reward modules registers them (decorators on REWARDS).
 from . import code as _code  # noqa: F401
 from . import format as _format  # noqa: F401
 from . import gsm8k as _gsm8k  # noqa: F401
 from . import judge as _judge  # noqa: F401
+from . import math as _math  # noqa: F401
 from . import model as _model  # noqa: F401
 from .code import ExecResult, extract_code, run_code
 from .errors import RewardError

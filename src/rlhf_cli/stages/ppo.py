@@ -94,7 +94,7 @@ def build_critic(cfg, tokenizer):
     mcfg = copy.deepcopy(cfg.model)
     source = critic_source(cfg)
     if source is not None:
-        mcfg.path = source
+        mcfg.path, mcfg.revision = source, None  # another model than model.*: its revision is '@rev' in the path
     return build_reward_model(mcfg, tokenizer, cfg.seed)
 
 

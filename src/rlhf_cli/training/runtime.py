@@ -227,15 +227,20 @@ def dir_hashes(root: Path) -> Dict[str, str]:
 def write_manifest(ctx: RunContext, summary: Dict[str, Any], data_paths: Dict[str, Optional[str]]) -> None:
     if not ctx.strategy.is_main:
         return
+    from rlhf_cli import hub
     from rlhf_cli.config.compose import as_plain
-    from rlhf_cli.data.readers import resolve_data_path
+    from rlhf_cli.data.readers import data_source
 
     cfg = ctx.cfg
     data = {}
     for key, p in data_paths.items():
         if p:
-            resolved = resolve_data_path(p, key=key)
-            data[key] = {"path": str(resolved), "sha256": sha256(resolved) if resolved.is_file() else None}
+            split = cfg.data.get("eval_split") if key == "data.eval_path" and "data" in cfg else None
+            resolved = data_source(p, cfg.get("data"), key=key, split=split)
+            if isinstance(resolved, Path):
+                data[key] = {"path": str(resolved), "sha256": sha256(resolved) if resolved.is_file() else None}
+            else:  # a Hub dataset: the commit read is in "hub" below
+                data[key] = {"hub": resolved.repo, "subset": resolved.subset, "split": resolved.split}
     final = ctx.out / "final"
     manifest: Dict[str, Any] = {
         "stage": cfg.stage,
@@ -248,6 +253,8 @@ def write_manifest(ctx: RunContext, summary: Dict[str, Any], data_paths: Dict[st
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": as_plain(cfg),
         "files": dir_hashes(final),
+        # every Hub model and dataset this run read: id, the revision asked, the commit it resolved to
+        "hub": hub.resolved(),
         # every other exported model dir (PPO: critic/), hashed the same way
         "exports": {sub: dir_hashes(ctx.out / sub) for sub in ctx.exported if sub != "final"},
     }
