@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "rlhf_cli"
 
 # package -> the packages its modules may import (besides itself): the rooms of ARCHITECTURE.md, lowest
 # first. Data flows one way: cli -> config -> engine.launch -> worker -> stages -> (rl, training) -> the rest.
-BASE = {"errors", "text", "quiet", "resources", "output_files", "registry"}
+BASE = {"errors", "text", "quiet", "resources", "output_files", "registry", "hub"}
 ALLOWED = {
     "": set(),  # rlhf_cli/__init__.py
     "errors": set(),
@@ -18,6 +18,7 @@ ALLOWED = {
     "resources": {"errors"},
     "output_files": {"errors"},
     "registry": {"errors"},
+    "hub": {"errors"},
     "algos": {"registry"},
     "data": BASE,
     "rollout": BASE | {"data", "algos"},

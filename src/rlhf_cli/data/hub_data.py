@@ -39,8 +39,13 @@ class HubDataset:
         return f"{self.repo}{sub}:{self.split}"
 
     @property
+    def split_key(self) -> str:
+        """The config key the split came from (for errors)."""
+        return "data.eval_split" if self.key == "data.eval_path" else "data.split"
+
+    @property
     def split_name(self) -> str:
-        return parse_split(self.split, self.key)[0]
+        return parse_split(self.split, self.split_key)[0]
 
 
 def parse_split(split: str, key: str = "data.split") -> Tuple[str, Optional[str], Optional[str]]:
@@ -148,7 +153,7 @@ def read_hub_records(ds: HubDataset, read_file) -> Iterator[Tuple[int, dict]]:
     """``(record number, record)`` over the split's files in order, sliced as ``ds.split`` asks;
     ``read_file(path)`` is the local reader (``readers.read_records`` of one file, bad lines yielded)."""
     files = split_files(ds)
-    _, start, stop = parse_split(ds.split, ds.key)
+    _, start, stop = parse_split(ds.split, ds.split_key)
     if start is None and stop is None:
         n = 0
         for f in files:
@@ -157,5 +162,5 @@ def read_hub_records(ds: HubDataset, read_file) -> Iterator[Tuple[int, dict]]:
                 yield n, rec
         return
     records = [rec for f in files for _, rec in read_file(f)]
-    for i in slice_bounds(ds.split, len(records), ds.key):
+    for i in slice_bounds(ds.split, len(records), ds.split_key):
         yield i + 1, records[i]
