@@ -39,7 +39,7 @@ def train_losses(out: Path, key: str = "loss") -> Dict[int, float]:
 PAUSE_HOOK = REPO / "tests" / "fixtures" / "pause"
 
 
-def hold_at(args: Sequence[str], out: Path, stop_check: int) -> subprocess.Popen:
+def hold_at(args: Sequence[str], out: Path, stop_check: int, env: Dict[str, str] | None = None) -> subprocess.Popen:
     """Start `rlhf ARGS output_dir=OUT` and return it once it is held at its ``stop_check``-th stop check
     (after step N of a training loop, after chunk N of RLAIF; see tests/fixtures/pause/sitecustomize.py):
     a signal sent now always lands at that point, however fast the run is. The test waits for the run to
@@ -48,7 +48,7 @@ def hold_at(args: Sequence[str], out: Path, stop_check: int) -> subprocess.Popen
 
     marker = out.parent / f".{out.name}.paused"
     marker.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RLHF_TEST_PAUSE_AT": str(stop_check),
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", "RLHF_TEST_PAUSE_AT": str(stop_check),
            "RLHF_TEST_PAUSE_MARKER": str(marker),
            "PYTHONPATH": os.pathsep.join([str(PAUSE_HOOK), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen([sys.executable, "-m", "rlhf_cli.cli.app", *args, f"output_dir={out}"], cwd=REPO,
@@ -65,11 +65,12 @@ def hold_at(args: Sequence[str], out: Path, stop_check: int) -> subprocess.Popen
     return proc
 
 
-def interrupt_at(args: Sequence[str], out: Path, stop_check: int) -> subprocess.CompletedProcess:
+def interrupt_at(args: Sequence[str], out: Path, stop_check: int,
+                 env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``hold_at``, then SIGTERM (as a scheduler would); checks the run saved and exited 130."""
     import signal
 
-    proc = hold_at(args, out, stop_check)
+    proc = hold_at(args, out, stop_check, env)
     proc.send_signal(signal.SIGTERM)
     stdout, err = proc.communicate(timeout=600)
     assert proc.returncode == 130, f"rc {proc.returncode}:\n{stdout[-2000:]}\n{err[-2000:]}"

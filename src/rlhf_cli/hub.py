@@ -104,6 +104,15 @@ def model_snapshot(value: str, key: str, revision: Optional[str] = None) -> Path
     return snapshot(value, key, revision, "model", MODEL_FILES)
 
 
+def model_config_file(value: str, key: str, revision: Optional[str] = None) -> Path:
+    """Only the ``config.json`` of Hub model ``value`` (what a memory plan needs: no weights fetched)."""
+    snap = snapshot(value, key, revision, "model", ["config.json"])
+    _RESOLVED.pop(key, None)  # a plan reads a config; the run itself records what it trains
+    if not (snap / "config.json").exists():
+        raise ConfigError(f"{key}={value}: the Hub repo has no config.json (not a transformers model)")
+    return snap / "config.json"
+
+
 def resolved() -> Dict[str, dict]:
     """Every Hub resolution of this process so far: key -> {id, revision, commit, type, path}."""
     return {k: dict(v) for k, v in _RESOLVED.items()}

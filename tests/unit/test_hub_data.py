@@ -68,7 +68,8 @@ def test_hh_transcripts_in_a_subset_directory(cache, tokenizer):
 def test_sharegpt_capybara_and_tldr_for_sft(cache, tokenizer):
     share = [{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "2+2?"},
                                 {"from": "gpt", "value": "4"}]}]
-    capybara = [{"source": "x", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}]
+    capybara = [{"source": "x",
+                 "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}]
     tldr = [{"prompt": "SUBREDDIT: r/test POST: long text", "completion": " a summary"}]
     for repo, rows in (("anon/sharegpt", share), ("trl-lib/Capybara", capybara), ("trl-lib/tldr", tldr)):
         add_repo(cache, repo, {"data/train-00000-of-00001.parquet": parquet_bytes(rows)}, "dataset")
@@ -105,7 +106,8 @@ def test_gsm8k_and_math_as_prompts_and_as_sft(cache, tokenizer):
 
 
 def test_kto_unpaired_with_message_lists(cache, tokenizer):
-    rows = [{"prompt": [{"role": "user", "content": f"Q{i}"}], "completion": [{"role": "assistant", "content": f"A{i}"}],
+    rows = [{"prompt": [{"role": "user", "content": f"Q{i}"}],
+             "completion": [{"role": "assistant", "content": f"A{i}"}],
              "label": bool(i % 2)} for i in range(4)]
     add_repo(cache, "trl-lib/kto-mix-14k", {"data/train-00000-of-00001.parquet": parquet_bytes(rows)}, "dataset")
     items, st = load_preferences("trl-lib/kto-mix-14k", conf(PreferenceDataConfig, path="trl-lib/kto-mix-14k"),

@@ -67,6 +67,8 @@ def train(ctx: typer.Context,
                                                     "(default: first host of SLURM's nodelist)"),
           master_port: Optional[int] = typer.Option(None, "--master-port", help="port on the master (default: "
                                                     "$MASTER_PORT or 29500)"),
+          gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="with --dry-run: plan memory against this "
+                                                "much per GPU (e.g. 80GiB; default: the GPU's own)"),
           debug: bool = typer.Option(False, "--debug", help="tracebacks and library logs")):
     """Train a stage.
 
@@ -74,7 +76,8 @@ def train(ctx: typer.Context,
     from rlhf_cli.cli.train import run_train
 
     code = run_train(stage, ctx.args, dry_run=dry_run, nproc=nproc, hostfile=hostfile, debug=debug,
-                     nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port)
+                     nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+                     gpu_mem=gpu_mem)
     raise typer.Exit(code)
 
 

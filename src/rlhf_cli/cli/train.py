@@ -75,12 +75,15 @@ def write_node_config(text: str, node_rank: int) -> Path:
 
 def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[int], hostfile: Optional[str],
               debug: bool, nnodes: Optional[int] = None, node_rank: Optional[int] = None,
-              master_addr: Optional[str] = None, master_port: Optional[int] = None) -> int:
+              master_addr: Optional[str] = None, master_port: Optional[int] = None,
+              gpu_mem: Optional[str] = None) -> int:
     from rlhf_cli.engine.launch import default_nproc, launch, launch_command, node_launch_command, node_world_info
     from rlhf_cli.engine.nodes import plan_nodes
 
     plan = plan_nodes(nnodes, node_rank, master_addr, master_port, hostfile)  # flag combinations first
     check_launch_options(nproc, hostfile)
+    if gpu_mem is not None and not dry_run:
+        raise ConfigError("--gpu-mem goes with --dry-run (the memory plan)")
     recipe, overrides = split_args(words)
     if plan.multi:
         multi_node_output_dir(stage, recipe, overrides)
@@ -106,6 +109,12 @@ def run_train(stage: str, words: Sequence[str], dry_run: bool, nproc: Optional[i
             typer.echo(f"# launch: in-process worker reading {config_path}")
         else:
             typer.echo("# launch: " + shlex.join(launch_command(config_path, n, hostfile, 29500)))
+        from rlhf_cli.training import memory_plan
+
+        budget = memory_plan.parse_size(gpu_mem) if gpu_mem else memory_plan.detected_gpu_memory()
+        nodes = plan.nnodes if plan.multi else 1
+        report = memory_plan.plan(cfg, n * nodes, nodes, budget)
+        typer.echo("\n".join("# " + ln for ln in report.text().splitlines()))
         return 0
     from rlhf_cli.models.embedded import prepare_model
     from rlhf_cli.training.run_dir import check_output_dir, prepare_output_dir

@@ -16,6 +16,29 @@ CHOICES = {
 }
 
 
+# log.trackers: name -> the package it needs (training/trackers.py opens them).
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
+
+
+def check_trackers(names) -> None:
+    """Known names, each installed: one line naming the extra otherwise (called at compose time)."""
+    import importlib.util
+
+    for name in names:
+        if name not in TRACKER_MODULES:
+            from rlhf_cli.text import closest
+
+            raise ConfigError(f"log.trackers: unknown tracker '{name}'{closest(name, TRACKER_MODULES)}; "
+                              f"choices: {', '.join(TRACKER_MODULES)}")
+        module = TRACKER_MODULES[name]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(f"log.trackers: {name} is not installed: pip install 'rlhf-cli[{name}]'")
+
+
 def check_file(key: str, value, data=None) -> None:
     """The file (or Hub dataset split, selected by the ``data`` section) exists; one line otherwise."""
     if value is None or value == "":
@@ -45,6 +68,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("engine.offload_params=true needs engine.zero_stage=3")
     if cfg.engine.offload_optimizer and cfg.engine.zero_stage == 0:
         raise ConfigError("engine.offload_optimizer=true needs engine.zero_stage >= 1")
+    check_trackers(list(cfg.log.trackers) + (["tensorboard"] if cfg.log.tensorboard else []))
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas={list(cfg.optim.betas)}: needs two numbers")
     if "data" in cfg:

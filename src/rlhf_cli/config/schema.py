@@ -150,8 +150,15 @@ class LogConfig:
     # rich progress bar on rank 0 (loss, tokens/s, ETA). Disabled automatically when stdout is not a TTY
     # unless forced here.
     progress: bool = True
-    # Also write TensorBoard event files under output_dir/tb when tensorboard is installed.
+    # Also write TensorBoard event files under output_dir/tb (the same as listing tensorboard in trackers).
     tensorboard: bool = False
+    # Experiment trackers beside metrics.jsonl, any of: tensorboard, wandb, mlflow, trackio (rank 0 only; each
+    # an optional extra, e.g. pip install 'rlhf-cli[wandb]'). A resumed run continues the same tracker run.
+    trackers: List[str] = field(default_factory=list)
+    # Tracker project (wandb project, mlflow experiment, trackio project).
+    project: str = "rlhf-cli"
+    # Tracker run name; null = the output dir's name.
+    run_name: Optional[str] = None
 
 
 @dataclass

@@ -12,7 +12,7 @@ from rlhf_cli.errors import RunDirError
 from rlhf_cli.output_files import write_output
 
 OWNED = ("checkpoints", "final", "metrics.jsonl", "manifest.json", "config.yaml", "tb", "ref_logps.json",
-         "samples.jsonl", "critic", "metrics.prev.jsonl",
+         "samples.jsonl", "critic", "metrics.prev.jsonl", "trackers.json", "wandb", "mlruns",
          "sl_data.jsonl", "sl_chains.jsonl", "preferences.jsonl", "rlaif_chunks")  # the last four: rlaif
 LOCK = ".lock"
 # Settings that change which weights a checkpoint holds: resuming with another value is refused.

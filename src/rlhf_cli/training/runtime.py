@@ -36,19 +36,14 @@ class StopFlag:
 
 
 class MetricsLog:
-    """metrics.jsonl on rank 0 (+ TensorBoard when enabled and installed)."""
+    """metrics.jsonl on rank 0, and the trackers of ``log.trackers`` (``training/trackers.py``)."""
 
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool):
+    def __init__(self, cfg, out: Path, enabled: bool):
+        from rlhf_cli.training.trackers import Trackers
+
         self.enabled = enabled
         self.file = open(out / "metrics.jsonl", "a") if enabled else None
-        self.tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tb"))
-            except ImportError:
-                print("log.tensorboard=true but tensorboard is not installed; skipping it", file=sys.stderr)
+        self.trackers = Trackers(cfg, out, enabled)
 
     def write(self, step: int, metrics: Dict[str, Any]) -> None:
         if not self.enabled:
@@ -56,10 +51,7 @@ class MetricsLog:
         row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
-        if self.tb:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, step)
+        self.trackers.log(step, metrics)
 
     def truncate_after(self, step: int) -> None:
         """On resume from ``step``: drop lines logged after that checkpoint (they will be logged again)."""
@@ -80,8 +72,7 @@ class MetricsLog:
     def close(self) -> None:
         if self.file:
             self.file.close()
-        if self.tb:
-            self.tb.close()
+        self.trackers.close()
 
 
 class Progress:
@@ -126,7 +117,7 @@ class RunContext:
 
     def __post_init__(self):
         self.out = Path(self.cfg.output_dir)
-        self.metrics = MetricsLog(self.out, self.strategy.is_main, self.cfg.log.tensorboard)
+        self.metrics = MetricsLog(self.cfg, self.out, self.strategy.is_main)
         self.stop = StopFlag()
 
     @property

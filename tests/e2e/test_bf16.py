@@ -1,0 +1,80 @@
+"""precision=bf16 on every stage, end to end on the tiny model on CPU (DeepSpeed's bf16 path: bf16 weights and
+activations, fp32 master weights): losses stay finite and fall (rewards rise for the RL stages), and the
+log-probs behind ratios and KL are fp32. fp16 (DeepSpeed's loss scaling) is a CUDA path: make gpu-check."""
+import json
+
+import pytest
+
+from helpers import LOWERCASE_REWARD, TINY, metrics, rlhf
+from prefdata import pairs, write_jsonl
+
+pytestmark = pytest.mark.e2e
+BF16 = [*TINY, "precision=bf16", "train.save_every=0"]
+
+
+def mean(rows, key, steps):
+    return sum(r[key] for r in rows if r["step"] in steps) / len(steps)
+
+
+def prompts(tmp):
+    qs = ["Say hi.", "Name a color.", "Count to three.", "Greet me."]
+    p = tmp / "prompts.jsonl"
+    p.write_text("".join(json.dumps({"prompt": qs[i % 4]}) + "\n" for i in range(32)))
+    return p
+
+
+def rl(stage, data, steps):
+    return ["train", stage, *BF16, f"data.path={data}", "data.prompt_field=prompt", "data.prompt_template=null",
+            "data.reward_fields=[]", "data.max_length=64", f"{stage}.max_new_tokens=2", f"{stage}.top_k=8",
+            f"{stage}.prompts_per_step=4", f"{stage}.num_generations=4", "train.micro_batch_size=16",
+            f"train.max_steps={steps}", "optim.lr=2e-2", LOWERCASE_REWARD]
+
+
+def check_finite(rows):
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, float):
+                assert v == v and abs(v) != float("inf"), (r["step"], k, v)
+
+
+def test_sft_rm_dpo_in_bf16(tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs(64))
+    runs = {"sft": ["train", "sft", *BF16, "data.limit=64", "train.micro_batch_size=4", "optim.lr=3e-3"],
+            "rm": ["train", "rm", *BF16, f"data.path={data}", "data.max_length=64", "data.template=plain",
+                   "train.micro_batch_size=4", "optim.lr=1e-3", "data.eval_fraction=0"],
+            "dpo": ["train", "dpo", *BF16, f"data.path={data}", "data.max_length=64", "data.template=plain",
+                    "train.micro_batch_size=4", "optim.lr=1e-3", "dpo.beta=0.5", "data.eval_fraction=0"]}
+    for stage, args in runs.items():
+        out = tmp_path / stage
+        proc = rlhf([*args, "train.max_steps=10", f"output_dir={out}"])
+        assert "precision bf16" in proc.stdout, stage
+        rows = [r for r in metrics(out) if "loss" in r]
+        check_finite(rows)
+        assert mean(rows, "loss", (8, 9, 10)) < mean(rows, "loss", (1, 2, 3)), (stage, rows)
+        weights = json.loads((out / "final" / "config.json").read_text())
+        assert weights.get("dtype", weights.get("torch_dtype")) in ("bfloat16", "float32"), weights
+
+
+@pytest.mark.parametrize("stage", ["grpo", "ppo"])
+def test_rl_in_bf16_raises_the_reward(stage, tmp_path):
+    extra = ["critic.init=policy", "critic.optim.lr=1e-3", "ppo.kl_coef=0.01", "ppo.epochs=2"] if stage == "ppo" \
+        else ["grpo.kl_coef=0.01", "grpo.scale_rewards=none"]
+    out = tmp_path / "run"
+    proc = rlhf([*rl(stage, prompts(tmp_path), 16), *extra, f"output_dir={out}"])
+    assert "precision bf16" in proc.stdout
+    rows = metrics(out)
+    check_finite(rows)
+    assert mean(rows, "reward", range(13, 17)) > mean(rows, "reward", (1, 2)) + 0.05, [r["reward"] for r in rows]
+    if stage == "ppo":  # bf16 recomputes the rollout policy's log-probs (ppo.old_logprobs=auto): ratios in fp32
+        assert all(abs(r["approx_kl"]) < 1.0 for r in rows)
+
+
+def test_rlaif_then_dpo_in_bf16(tmp_path):
+    out = tmp_path / "run"
+    rlhf(["train", "rlaif", *BF16, "data.limit=6", "rlaif.max_new_tokens=8", "judge.max_new_tokens=6",
+          "rlaif.num_responses=3", "rlaif.phases=preferences", "rlaif.then=dpo",
+          "rlaif.then_overrides=['train.max_steps=2','data.eval_fraction=0','train.micro_batch_size=2']",
+          f"output_dir={out}"])
+    rows = [r for r in metrics(out / "dpo") if "loss" in r]
+    check_finite(rows)
+    assert len(rows) == 2 and json.loads((out / "dpo" / "manifest.json").read_text())["precision"] == "bf16"
