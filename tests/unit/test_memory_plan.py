@@ -38,7 +38,8 @@ def test_model_states_are_deepspeeds_estimates():
     assert gpu3 == 4 * EMBED + 18 * P7B // 8
     assert trainable_model_states(P7B, EMBED, 3, 8, offload_optimizer=True, offload_params=True)[0] == 4 * EMBED
     assert trainable_model_states(P7B, EMBED, 0, 8)[0] == 16 * P7B
-    assert frozen_weights(P7B, EMBED, 2) == (2 * P7B, 0) and frozen_weights(P7B, EMBED, 2, 8)[0] == 2 * (P7B // 8 + EMBED)
+    assert frozen_weights(P7B, EMBED, 2) == (2 * P7B, 0)
+    assert frozen_weights(P7B, EMBED, 2, 8)[0] == 2 * (P7B // 8 + EMBED)
     assert frozen_weights(P7B, EMBED, 2, offload=True) == (0, 4 * P7B)
     # KV cache of 64 sequences x 1024 tokens: 2 x 32 layers x 32 heads x 128 x 2 bytes x 64 x 1024 = 32 GiB
     assert kv_cache_bytes(64, 1024, 32, 32, 128, 2) == 32 * GiB
