@@ -12,6 +12,7 @@ CHOICES = {
     "optim.scheduler": ("cosine", "linear", "constant"),
     "engine.backend": ("auto", "nccl", "gloo"),
     "model.attn_implementation": ("sdpa_varlen", "sdpa", "eager", "flash_attention_2", "flex_attention"),
+    "model.tiny.arch": ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3", "qwen3_moe"),
     "data.format": ("auto", "messages", "conversations", "prompt_completion", "text"),
 }
 

@@ -16,8 +16,10 @@ MISSING = "???"
 
 @dataclass
 class TinyModelConfig:
-    # Shape of the random Llama built in-process when model.name=tiny (tests, smoke runs).
-    # It reuses the embedded model's real tokenizer, so the vocabulary is 49152.
+    # Architecture of the random model built in-process when model.name=tiny (tests, smoke runs): llama |
+    # qwen2 | qwen3 | mistral | gemma2 | gemma3 | phi3 | qwen3_moe (models/families.py).
+    arch: str = "llama"
+    # Its shape. It reuses the embedded model's real tokenizer, so the vocabulary is 49152.
     hidden_size: int = num(64, ge=1)
     # MLP width.
     intermediate_size: int = num(128, ge=1)
@@ -29,6 +31,8 @@ class TinyModelConfig:
     num_key_value_heads: int = num(2, ge=1)
     # Seed for the random init, fixed so two processes (and reruns) build the same weights.
     seed: int = num(0, ge=0)
+    # Sliding-window attention span of the families that have one (qwen2, mistral, gemma2, gemma3).
+    sliding_window: int = num(32, ge=1)
 
 
 @dataclass
@@ -41,7 +45,8 @@ class LoraConfig:
     # Dropout on the LoRA branch's input (0: deterministic, what short runs want).
     dropout: float = num(0.0, ge=0, lt=1)
     # Module names (suffixes) that get an adapter: every linear layer of attention and MLP (what QLoRA
-    # found necessary to match full fine-tuning); the LM head and embeddings stay frozen.
+    # found necessary to match full fine-tuning); the LM head and embeddings stay frozen. [all-linear] =
+    # every linear layer but the output head, whatever the family calls them (Phi-3's fused qkv_proj...).
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                "up_proj", "down_proj"])
     # final/ is the merged plain HF model (W0 + alpha/r B A), with the adapter in final/adapter/, so the next

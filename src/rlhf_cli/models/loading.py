@@ -33,15 +33,10 @@ def load_tokenizer(mcfg):
 
 
 def tiny_config(tcfg, tokenizer):
-    from transformers import LlamaConfig
+    """The random small model of ``model.tiny`` (``models/families.py``: any of its architectures)."""
+    from rlhf_cli.models.families import tiny_config as family_config
 
-    return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=tcfg.hidden_size, intermediate_size=tcfg.intermediate_size,
-        num_hidden_layers=tcfg.num_hidden_layers, num_attention_heads=tcfg.num_attention_heads,
-        num_key_value_heads=tcfg.num_key_value_heads, max_position_embeddings=4096, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0,
-    )
+    return family_config(tcfg, tokenizer)
 
 
 def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
@@ -55,15 +50,22 @@ def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
     lora = getattr(mcfg, "lora", None)
     quant = quantization_config(lora, dtype) if lora_enabled(lora) else None
 
+    from rlhf_cli.models.families import attention_for
+
     if mcfg.name == "tiny" and not mcfg.path:
         cfg = tiny_config(mcfg.tiny, tokenizer)
-        cfg._attn_implementation = mcfg.attn_implementation
+        cfg._attn_implementation = attention_for(cfg, mcfg.attn_implementation)
         with torch.random.fork_rng():
             torch.manual_seed(mcfg.tiny.seed)
             model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     else:
+        from transformers import AutoConfig
+
+        src = str(model_source(mcfg))
+        attn = attention_for(AutoConfig.from_pretrained(src, trust_remote_code=mcfg.trust_remote_code),
+                             mcfg.attn_implementation)
         model = AutoModelForCausalLM.from_pretrained(
-            str(model_source(mcfg)), dtype=dtype, attn_implementation=mcfg.attn_implementation,
+            src, dtype=dtype, attn_implementation=attn,
             trust_remote_code=mcfg.trust_remote_code, **({"quantization_config": quant} if quant else {}))
     if mcfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -83,8 +83,10 @@ def apply_lora(model: torch.nn.Module, lcfg, log: Optional[Callable[[str], None]
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets = list(lcfg.target_modules)
     config = LoraConfig(r=int(lcfg.r), lora_alpha=float(lcfg.alpha), lora_dropout=float(lcfg.dropout),
-                        target_modules=list(lcfg.target_modules), bias="none", task_type="CAUSAL_LM")
+                        target_modules="all-linear" if targets == ["all-linear"] else targets, bias="none",
+                        task_type="CAUSAL_LM")
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as e:  # no module matched target_modules

@@ -81,12 +81,15 @@ def model_config(mcfg, path: Optional[str] = None, key: str = "model.path", revi
 
         return AutoConfig.from_pretrained(str(resolve_model_dir(path, key=key, revision=revision)))
     if mcfg.name == "tiny":
-        from transformers import LlamaConfig
+        from rlhf_cli.models.families import tiny_config
 
-        t = mcfg.tiny
-        return LlamaConfig(vocab_size=49152, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-                           num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-                           num_key_value_heads=t.num_key_value_heads, tie_word_embeddings=True)
+        class Vocab:  # the embedded tokenizer's size and special tokens, without loading it
+            bos_token_id, eos_token_id, pad_token_id = 1, 2, 2
+
+            def __len__(self):
+                return 49152
+
+        return tiny_config(mcfg.tiny, Vocab())
     from rlhf_cli.models.embedded import ensure_embedded_model
 
     return AutoConfig.from_pretrained(str(ensure_embedded_model()))

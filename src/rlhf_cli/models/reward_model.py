@@ -64,21 +64,26 @@ def build_reward_model(mcfg, tokenizer, seed: int, dtype: torch.dtype = torch.fl
     from transformers import AutoModelForSequenceClassification
 
     from rlhf_cli.models import attention  # noqa: F401  (registers sdpa_varlen)
+    from rlhf_cli.models.families import attention_for
     from rlhf_cli.models.loading import model_source, tiny_config
 
     fresh_head = True
     if mcfg.name == "tiny" and not mcfg.path:
         cfg = tiny_config(mcfg.tiny, tokenizer)
         cfg.num_labels = 1
-        cfg._attn_implementation = mcfg.attn_implementation
+        cfg._attn_implementation = attention_for(cfg, mcfg.attn_implementation)
         with torch.random.fork_rng():
             torch.manual_seed(mcfg.tiny.seed)
             hf = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype)
     else:
+        from transformers import AutoConfig
+
         src = model_source(mcfg)
         fresh_head = not (Path(src) / REWARD_CONFIG).exists()
+        attn = attention_for(AutoConfig.from_pretrained(str(src), trust_remote_code=mcfg.trust_remote_code),
+                             mcfg.attn_implementation)
         hf = AutoModelForSequenceClassification.from_pretrained(
-            str(src), num_labels=1, dtype=dtype, attn_implementation=mcfg.attn_implementation,
+            str(src), num_labels=1, dtype=dtype, attn_implementation=attn,
             trust_remote_code=mcfg.trust_remote_code)
     hf.config.pad_token_id = tokenizer.pad_token_id
     hf.config.use_cache = False
