@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 NPROC     ?= 2
 QS_DIR    ?= runs/quickstart
 
-.PHONY: install quickstart test test-fast bench lint docs clean
+.PHONY: install quickstart test test-fast bench gpu-check lint docs clean
 
 $(BIN)/rlhf: pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -37,6 +37,13 @@ bench: install
 	$(PYTHON) -m pip install -q -e ".[dev,bench]"
 	$(BIN)/rlhf bench
 	$(BIN)/rlhf bench --vs trl
+
+# On a CUDA machine: every stage in bf16 over NCCL (ZeRO-2 / ZeRO-3, 1 and 2 GPUs), the SFT throughput against the
+# bf16 matmul peak and the rollout engine against HF generate, as one table (scripts/gpu_check.py). GPU_PYTHON: an
+# interpreter that already has the project (default the venv's; the lent GPU image: python3 with /tmp/site).
+GPU_PYTHON ?= $(if $(wildcard $(PYTHON)),$(PYTHON),python3)
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -161,9 +161,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = smollm2_135m_shaped_model(getattr(torch, args.dtype))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model = smollm2_135m_shaped_model(getattr(torch, args.dtype)).to(device)
     res = bench(
         model,
         model.config.vocab_size,

@@ -24,7 +24,8 @@ from rlhf_cli.text import closest  # noqa: F401  (re-exported: config's one-line
 GROUPS = ("model", "engine", "data")
 # Fields holding filesystem paths: made absolute at compose time so workers (maybe in another cwd)
 # and later reruns read the same files. 'builtin:' paths stay symbolic.
-PATH_KEYS = ("output_dir", "model.path", "data.path", "data.eval_path", "rm.path", "ref.path", "critic.path",
+PATH_KEYS = ("output_dir", "model.path", "model.tiny.tokenizer", "data.path", "data.eval_path", "rm.path", "ref.path",
+             "critic.path",
              "ppo.ptx_data", "judge.path", "rlaif.then_conf")
 
 

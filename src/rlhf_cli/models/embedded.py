@@ -79,5 +79,6 @@ def ensure_embedded_model(log=print) -> Path:
 
 def prepare_model(cfg, log=None) -> None:
     """Convert the embedded model once, in the launching process, before N workers would race to do it."""
-    if not cfg.model.path and cfg.model.name in ("smollm2-135m", "tiny"):
+    if not cfg.model.path and cfg.model.name in ("smollm2-135m", "tiny") and not (
+            cfg.model.name == "tiny" and cfg.model.tiny.get("tokenizer")):
         ensure_embedded_model(log=log or print)

@@ -16,6 +16,11 @@ def model_source(mcfg) -> Path:
     """Where weights/tokenizer come from for a model config (tiny: only the tokenizer)."""
     if mcfg.path:
         return resolve_model_dir(mcfg.path, revision=mcfg.get("revision"))
+    if mcfg.name == "tiny" and mcfg.tiny.get("tokenizer"):
+        path = Path(mcfg.tiny.tokenizer).expanduser()
+        if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
+            raise ConfigError(f"model.tiny.tokenizer={mcfg.tiny.tokenizer}: no tokenizer files there")
+        return path
     if mcfg.name in ("smollm2-135m", "tiny"):
         from rlhf_cli.models.embedded import ensure_embedded_model
 
