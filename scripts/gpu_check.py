@@ -55,6 +55,8 @@ def runs(quick: bool, gpus: int):
                 continue  # two GPUs: the data-parallel paths of one trainer and one RL stage
             for engine in engines:
                 out.append((f"{stage} {engine} x{nproc}", stage, [*SMOLLM2, *COMMON, f"engine={engine}", *over], nproc))
+    # fp16 with DeepSpeed's dynamic loss scaling (bf16 is the default on GPUs that have it)
+    out.append(("sft fp16 zero2 x1", "sft", [*SMOLLM2, *COMMON, "precision=fp16", "engine=zero2", *stages["sft"]], 1))
     return out
 
 

@@ -94,8 +94,9 @@ def snapshot(value: str, key: str, revision: Optional[str] = None, repo_type: st
     except (HfHubHTTPError, OSError, ValueError) as e:
         msg = " ".join(str(e).split())[:300]
         raise ConfigError(f"{where}: cannot fetch it from the Hub: {msg}") from None
-    _RESOLVED[key] = {"id": repo, "revision": rev or "main", "commit": path.name, "type": repo_type,
-                      "path": str(path)}
+    record = key if _RESOLVED.get(key, {}).get("id", repo) == repo else f"{key}:{repo}"  # e.g. an RM ensemble
+    _RESOLVED[record] = {"id": repo, "revision": rev or "main", "commit": path.name, "type": repo_type,
+                         "path": str(path)}
     return path
 
 

@@ -86,3 +86,29 @@ def test_generate_takes_an_id_and_an_uncached_id_is_one_line(hub, tmp_path):
     assert "HF_HUB_OFFLINE=1" in lines[-1] and "Traceback" not in bad.stderr
     bad = rlhf([*ARGS, "data.path=acme/nothing", f"output_dir={tmp_path / 'bad2'}"], env=env(cache), check=False)
     assert bad.returncode == 2 and "error: data.path=acme/nothing: not in the Hub cache" in bad.stderr
+
+
+def test_reference_reward_model_and_eval_take_ids(hub, tmp_path):
+    """ref.path and a model reward name Hub repos too (a reward model trained here, put in the cache), and
+    `rlhf eval rm-accuracy` scores with one; the manifest records each."""
+    cache, commits = hub
+    from hubcache import add_model_dir
+
+    rm_run = tmp_path / "rm"
+    rlhf(["train", "rm", *TINY, f"model.path={MODEL}", f"data.path={DATA}", "data.split=train_prefs",
+          "data.max_length=64", "train.micro_batch_size=4", "train.max_steps=1", "data.eval_fraction=0",
+          "train.save_every=0", f"output_dir={rm_run}"], env=env(cache))
+    add_model_dir(cache, "acme/tiny-rm", rm_run / "final")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Say hi {i}."}) + "\n" for i in range(4)))
+    out = tmp_path / "grpo"
+    rlhf(["train", "grpo", *TINY, f"model.path={MODEL}", f"ref.path={MODEL}@v2", "grpo.kl_coef=0.1",
+          f"data.path={prompts}", "data.prompt_field=prompt", "data.prompt_template=null", "data.reward_fields=[]",
+          "data.max_length=64", "grpo.max_new_tokens=4", "grpo.prompts_per_step=2", "grpo.num_generations=2",
+          "train.micro_batch_size=4", "train.max_steps=1", "train.save_every=0",
+          "reward.functions=[{name: model, path: acme/tiny-rm}]", f"output_dir={out}"], env=env(cache))
+    hub_used = json.loads((out / "manifest.json").read_text())["hub"]
+    assert hub_used["ref.path"]["commit"] == commits["v2"] and hub_used["model.path"]["commit"] == commits["main"]
+    ev = rlhf(["eval", "rm-accuracy", "model=acme/tiny-rm", "data=builtin:hh_harmless_sample.jsonl", "limit=4"],
+              env=env(cache))
+    assert '"accuracy"' in ev.stdout

@@ -12,8 +12,8 @@ def test_the_plan_composes_and_covers_every_stage_and_engine():
     assert p.returncode == 0, p.stderr[-2000:]
     labels = [ln.split(":")[0] for ln in p.stdout.splitlines() if ": rlhf train " in ln]
     assert {lab.split()[0] for lab in labels} == {"sft", "rm", "dpo", "grpo", "ppo", "rlaif"}
-    assert {"sft zero3 x1", "grpo zero3 x1", "sft zero2 x2", "grpo zero2 x2"} <= set(labels)
-    assert all("precision=bf16" in ln for ln in p.stdout.splitlines() if ": rlhf train " in ln)
+    assert {"sft zero3 x1", "grpo zero3 x1", "sft zero2 x2", "grpo zero2 x2", "sft fp16 zero2 x1"} <= set(labels)
+    assert all("precision=bf16" in ln for ln in p.stdout.splitlines() if ": rlhf train " in ln and "fp16" not in ln)
 
 
 def test_without_a_gpu_it_is_one_line():

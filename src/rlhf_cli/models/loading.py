@@ -12,10 +12,11 @@ from rlhf_cli.errors import ConfigError
 from rlhf_cli.models.dir_check import resolve_model_dir  # noqa: F401  (re-exported)
 
 
-def model_source(mcfg) -> Path:
-    """Where weights/tokenizer come from for a model config (tiny: only the tokenizer)."""
+def model_source(mcfg, key: str = "model.path") -> Path:
+    """Where weights/tokenizer come from for a model config (tiny: only the tokenizer); ``key`` names the
+    setting in errors and in the manifest's record of Hub resolutions."""
     if mcfg.path:
-        return resolve_model_dir(mcfg.path, revision=mcfg.get("revision"))
+        return resolve_model_dir(mcfg.path, key=key, revision=mcfg.get("revision"))
     if mcfg.name == "tiny" and mcfg.tiny.get("tokenizer"):
         path = Path(mcfg.tiny.tokenizer).expanduser()
         if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
@@ -44,7 +45,7 @@ def tiny_config(tcfg, tokenizer):
     return family_config(tcfg, tokenizer)
 
 
-def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
+def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32, key: str = "model.path"):
     """The policy/reference model. A 'tiny' preset without model.path is built at random (seeded).
     With model.lora.r > 0 it comes back wrapped in LoRA adapters (models.lora), only they trainable."""
     from transformers import AutoModelForCausalLM
@@ -66,7 +67,7 @@ def load_causal_lm(mcfg, tokenizer, dtype: torch.dtype = torch.float32):
     else:
         from transformers import AutoConfig
 
-        src = str(model_source(mcfg))
+        src = str(model_source(mcfg, key))
         attn = attention_for(AutoConfig.from_pretrained(src, trust_remote_code=mcfg.trust_remote_code),
                              mcfg.attn_implementation)
         model = AutoModelForCausalLM.from_pretrained(
@@ -123,7 +124,7 @@ def load_reference(cfg, tokenizer):
         mcfg.path, mcfg.revision = cfg.ref.path, None  # another model: its own revision, if any, is '@rev'
     mcfg.gradient_checkpointing = False
     mcfg.lora.r = 0  # a separate reference is a plain frozen model
-    model = load_causal_lm(mcfg, tokenizer)
+    model = load_causal_lm(mcfg, tokenizer, key="ref.path" if cfg.ref.path else "model.path")
     model.requires_grad_(False)
     return model
 

@@ -58,7 +58,8 @@ def last_token_scores(values: torch.Tensor, attention_mask: torch.Tensor) -> tor
     return values.gather(1, last.unsqueeze(1)).squeeze(1)
 
 
-def build_reward_model(mcfg, tokenizer, seed: int, dtype: torch.dtype = torch.float32) -> ScalarRewardModel:
+def build_reward_model(mcfg, tokenizer, seed: int, dtype: torch.dtype = torch.float32,
+                       key: str = "model.path") -> ScalarRewardModel:
     """A reward model from a causal-LM dir / previous run / the tiny preset (new head, seeded init), or
     an existing reward model dir (its head kept)."""
     from transformers import AutoModelForSequenceClassification
@@ -78,7 +79,7 @@ def build_reward_model(mcfg, tokenizer, seed: int, dtype: torch.dtype = torch.fl
     else:
         from transformers import AutoConfig
 
-        src = model_source(mcfg)
+        src = model_source(mcfg, key)
         fresh_head = not (Path(src) / REWARD_CONFIG).exists()
         attn = attention_for(AutoConfig.from_pretrained(str(src), trust_remote_code=mcfg.trust_remote_code),
                              mcfg.attn_implementation)

@@ -95,7 +95,7 @@ def build_critic(cfg, tokenizer):
     source = critic_source(cfg)
     if source is not None:
         mcfg.path, mcfg.revision = source, None  # another model than model.*: its revision is '@rev' in the path
-    return build_reward_model(mcfg, tokenizer, cfg.seed)
+    return build_reward_model(mcfg, tokenizer, cfg.seed, key="critic.path" if source is not None else "model.path")
 
 
 class PPOState:
