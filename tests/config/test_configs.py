@@ -27,6 +27,12 @@ def test_stage_defaults_compose(stage):
     assert Path(cfg.output_dir).is_absolute()
 
 
+def test_an_output_dir_with_the_shape_of_a_hub_id_is_still_a_local_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/ here yet: 'runs/x' looks like the Hub repo x of user runs
+    cfg = compose("sft", None, ["output_dir=runs/x"])
+    assert cfg.output_dir == str(tmp_path / "runs" / "x")
+
+
 @pytest.mark.parametrize("group", ["model", "engine"])
 def test_every_group_option_composes(group):
     for option in group_options(group):

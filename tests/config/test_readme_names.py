@@ -22,8 +22,8 @@ CODE = re.findall(r"`([^`\n]+)`", README)  # inline code spans (fenced blocks ho
 COMMANDS = {c.name or c.callback.__name__ for c in app.registered_commands}
 FILE_EXT = re.compile(r"\.(safetensors|json|jsonl|yaml|yml|py|pt|gz|sh|png|html|txt|md|toml|csv|parquet)$")
 REPO_DIRS = ("src/", "recipes/", "conf/", "tests/", "examples/", "scripts/", ".ci/")
-# Files of the user's own that the README's examples name.
-USER_FILES = {"hosts.txt", "c.yaml", "elo.json"}
+# Files of the user's own that the README's examples name, and a Hub dataset's conventional file names.
+USER_FILES = {"hosts.txt", "c.yaml", "elo.json", "train.jsonl"}
 PACKAGES = {p.name for p in (ROOT / "src" / "rlhf_cli").iterdir() if p.is_dir()}
 
 

@@ -27,6 +27,9 @@ GROUPS = ("model", "engine", "data")
 PATH_KEYS = ("output_dir", "model.path", "model.tiny.tokenizer", "data.path", "data.eval_path", "rm.path", "ref.path",
              "critic.path",
              "ppo.ptx_data", "judge.path", "rlaif.then_conf")
+# Of those, the ones that are written or are our own files: never a Hub ID (``runs/sft-...`` has the ID's
+# shape before ``runs/`` exists).
+LOCAL_ONLY_KEYS = ("output_dir", "rlaif.then_conf")
 
 
 def group_options(group: str) -> List[str]:
@@ -159,7 +162,9 @@ def _absolutize(cfg: DictConfig) -> None:
 
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, str) and value and not value.startswith("builtin:") and not is_hub_id(value):
+        if not isinstance(value, str) or not value or value.startswith("builtin:"):
+            continue
+        if key in LOCAL_ONLY_KEYS or not is_hub_id(value):
             OmegaConf.update(cfg, key, str(Path(os.path.expanduser(value)).absolute()), merge=False)
 
 
