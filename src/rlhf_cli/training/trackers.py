@@ -77,8 +77,9 @@ class Trackers:
     def _open_wandb(self) -> None:
         import wandb
 
-        run_id = self.state.get("wandb") or wandb.util.generate_id()
-        run = wandb.init(project=self.project, name=self.name, id=run_id, resume="allow", config=self.config,
+        # First run: wandb makes the id (recorded below); a resume passes it back to continue that run.
+        run = wandb.init(project=self.project, name=self.name, id=self.state.get("wandb"), resume="allow",
+                         config=self.config,
                          dir=str(self.out), reinit="create_new")
         self.state["wandb"] = run.id
         self.active.append(("wandb", lambda step, m: run.log(m, step=step), run.finish))
@@ -87,6 +88,9 @@ class Trackers:
         import mlflow
 
         if not os.environ.get("MLFLOW_TRACKING_URI"):
+            # The run's own file store: mlflow 3 keeps it in maintenance mode behind this opt-out (a server
+            # or sqlite:// store needs more than the mlflow-skinny extra; set MLFLOW_TRACKING_URI for one).
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri((self.out / "mlruns").absolute().as_uri())
         client_run = self.state.get("mlflow")
         if client_run is None:
