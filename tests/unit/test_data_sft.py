@@ -38,9 +38,15 @@ def test_only_assistant_tokens_carry_loss(tokenizer):
 
 
 def test_prompt_completion_and_text_shapes(tokenizer):
-    ids, mask = tokenize_record({"prompt": "Q: 2+2?\nA:", "completion": " 4"}, dcfg(), tokenizer)
+    rec = {"prompt": "Q: 2+2?\nA:", "completion": " 4"}
+    ids, mask = tokenize_record(rec, dcfg(template="plain"), tokenizer)
     assert tokenizer.decode([t for t, m in zip(ids, mask) if m]) == " 4<|im_end|>"
     assert tokenizer.decode([t for t, m in zip(ids, mask) if not m]) == "Q: 2+2?\nA:"
+    # template=auto with a chat tokenizer (as TRL renders conversational data): user/assistant turns
+    ids, mask = tokenize_record(rec, dcfg(), tokenizer)
+    chat = tokenize_chat(tokenizer, [{"role": "user", "content": rec["prompt"]},
+                                     {"role": "assistant", "content": rec["completion"]}])
+    assert (ids, mask) == tuple(chat) and "<|im_start|>user" in tokenizer.decode(ids)
     ids, mask = tokenize_record({"text": "hello world"}, dcfg(), tokenizer)
     assert all(mask) and ids[-1] == tokenizer.eos_token_id
     ids, mask = tokenize_record({"q": CONVO}, dcfg(messages_field="q"), tokenizer)  # renamed field

@@ -145,9 +145,8 @@ def test_perplexity_by_hand(models, tokenizer):
     eos = [tok.eos_token_id]
     rows = [(tok("The cat sat on the mat.", add_special_tokens=False)["input_ids"] + eos, None),
             tokenize_chat(tok, recs[1]["messages"])]
-    p = tok("2+2=", add_special_tokens=False)["input_ids"]
-    c = tok("4", add_special_tokens=False)["input_ids"] + eos
-    rows.append((p + c, [0] * len(p) + [1] * len(c)))
+    # template=auto: a string prompt/completion is a user/assistant exchange in the chat template
+    rows.append(tokenize_chat(tok, [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]))
     total = n = 0
     with torch.no_grad():
         for ids, mask in rows:
@@ -160,3 +159,6 @@ def test_perplexity_by_hand(models, tokenizer):
     assert res["tokens"] == n and res["examples"] == 3
     assert res["perplexity"] == pytest.approx(math.exp(total / n), rel=1e-4)
     assert res["bits_per_token"] == pytest.approx(total / n / math.log(2), rel=1e-4)
+    plain = json.loads(rlhf(["eval", "perplexity", f"model={models['a']}", f"data={data}", "template=plain"]).stdout)
+    c = tok("4", add_special_tokens=False)["input_ids"] + eos
+    assert plain["tokens"] == n - int(sum(rows[2][1][1:])) + len(c)  # the completion text + EOS only

@@ -296,3 +296,15 @@ def test_rich_asserts_are_decided_in_the_parent(good, tests):
     assert run_code(wrong, tests).score == 0.0
     for forger in FORGERS:
         assert run_code(wrong + forger, tests).score == 0.0, forger
+
+
+def test_the_sandbox_child_sees_the_standard_library_not_the_rewards_folder():
+    """The child is a script in rewards/, beside code.py (and once math.py, which replaced the stdlib's
+    math inside the box: tempfile imports random imports math, and every unsafe=true verdict failed).
+    Its folder stays off sys.path in both modes, so a program under test imports the real modules."""
+    tests = ["import code, math, tempfile\nassert hasattr(code, 'InteractiveConsole') and math.sqrt(4) == 2"]
+    for unsafe in (False, True):
+        if not unsafe and not sandbox.probe()[0]:
+            continue
+        res = run_code("x = 1", tests, unsafe=unsafe)
+        assert res.passed, res.stderr

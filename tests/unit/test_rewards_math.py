@@ -2,7 +2,7 @@
 import pytest
 
 from rlhf_cli.rewards import build_reward
-from rlhf_cli.rewards.math import answers_equal
+from rlhf_cli.rewards.math_answer import answers_equal
 
 EQUAL = [(r"\frac{1}{2}", "0.5"), (r"\boxed{\frac{1}{2}}", r"so the answer is $\boxed{0.5}$"),
          ("3", r"The answer is $\boxed{3}$."), (r"$\sqrt{2}/2$", r"$\frac{\sqrt{2}}{2}$"),

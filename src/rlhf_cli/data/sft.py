@@ -83,7 +83,7 @@ def sharegpt_messages(turns, field: str) -> List[dict]:
 
 def chat_strings(tokenizer, dcfg) -> bool:
     """Whether string prompt/completion records go through the chat template."""
-    template = dcfg.get("template", "auto")
+    template = getattr(dcfg, "template", None) or "auto"
     return template == "chat" or (template == "auto" and bool(getattr(tokenizer, "chat_template", None)))
 
 

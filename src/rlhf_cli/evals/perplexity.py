@@ -18,7 +18,8 @@ from rlhf_cli.config.options import parse_kv
 from rlhf_cli.errors import ConfigError
 
 OPTIONS = {"model": str, "data": str, "max_length": int, "batch_size": int, "limit": int, "format": str,
-           "messages_field": str, "prompt_field": str, "completion_field": str, "text_field": str}
+           "messages_field": str, "prompt_field": str, "completion_field": str, "text_field": str,
+           "template": str}
 
 
 @torch.no_grad()
@@ -61,7 +62,7 @@ def run(words: Sequence[str]) -> dict:
         raise ConfigError("eval perplexity: needs model=RUN_OR_MODEL_DIR data=FILE (text, messages or "
                           "prompt/completion records)")
     d = SFTDataConfig(path=o["data"])
-    for key in ("format", "messages_field", "prompt_field", "completion_field", "text_field"):
+    for key in ("format", "template", "messages_field", "prompt_field", "completion_field", "text_field"):
         if key in o:
             setattr(d, key, o[key])
     dcfg = SimpleNamespace(**{**d.__dict__, "max_length": o["max_length"], "skip_bad": False})

@@ -21,14 +21,14 @@ def tiny_config(tcfg, tokenizer):
     """The random small model of ``model.tiny`` in architecture ``tcfg.arch`` on ``tokenizer``'s vocabulary."""
     import transformers as T
 
-    arch = tcfg.get("arch", "llama")
+    arch = getattr(tcfg, "arch", None) or "llama"
     common = dict(vocab_size=len(tokenizer), hidden_size=tcfg.hidden_size, intermediate_size=tcfg.intermediate_size,
                   num_hidden_layers=tcfg.num_hidden_layers, num_attention_heads=tcfg.num_attention_heads,
                   num_key_value_heads=tcfg.num_key_value_heads, max_position_embeddings=4096,
                   tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id, rope_theta=10000.0)
     head_dim = tcfg.hidden_size // tcfg.num_attention_heads
-    window = tcfg.get("sliding_window", 32)
+    window = getattr(tcfg, "sliding_window", None) or 32
     extra: Dict[str, Dict] = {
         "llama": {},
         "qwen2": {"use_sliding_window": True, "sliding_window": window, "max_window_layers": 1},

@@ -16,7 +16,7 @@ def model_source(mcfg, key: str = "model.path") -> Path:
     """Where weights/tokenizer come from for a model config (tiny: only the tokenizer); ``key`` names the
     setting in errors and in the manifest's record of Hub resolutions."""
     if mcfg.path:
-        return resolve_model_dir(mcfg.path, key=key, revision=mcfg.get("revision"))
+        return resolve_model_dir(mcfg.path, key=key, revision=getattr(mcfg, "revision", None))
     if mcfg.name == "tiny" and mcfg.tiny.get("tokenizer"):
         path = Path(mcfg.tiny.tokenizer).expanduser()
         if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():

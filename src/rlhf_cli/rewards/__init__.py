@@ -9,7 +9,7 @@ from . import code as _code  # noqa: F401
 from . import format as _format  # noqa: F401
 from . import gsm8k as _gsm8k  # noqa: F401
 from . import judge as _judge  # noqa: F401
-from . import math as _math  # noqa: F401
+from . import math_answer as _math_answer  # noqa: F401  (no stdlib names here: see _sandbox_child)
 from . import model as _model  # noqa: F401
 from .code import ExecResult, extract_code, run_code
 from .errors import RewardError

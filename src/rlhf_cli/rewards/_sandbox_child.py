@@ -29,10 +29,21 @@ import signal
 import sys
 import time
 
-# -I leaves the script's own directory off sys.path: the value codec beside it is imported explicitly,
-# before anything untrusted runs.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _sandbox_values import canon  # noqa: E402
+
+def _load_codec():
+    """The value codec beside this script, loaded by its file path before anything untrusted runs. The
+    folder is never put on sys.path (-I leaves it off): its modules (code.py, ...) would shadow the
+    standard library's for the rest of the child and the program under test."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_sandbox_values", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_values.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.canon
+
+
+canon = _load_codec()
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
