@@ -1,6 +1,7 @@
 """precision=bf16 on every stage, end to end on the tiny model on CPU (DeepSpeed's bf16 path: bf16 weights and
 activations, fp32 master weights): losses stay finite and fall (rewards rise for the RL stages), and the
-log-probs behind ratios and KL are fp32. fp16 (DeepSpeed's loss scaling) is a CUDA path: make gpu-check."""
+log-probs behind ratios and KL are fp32. precision=fp16 (DeepSpeed's dynamic loss scaling) runs on CPU too and is
+tested here for SFT and DPO; on CUDA it is a row of make gpu-check."""
 import json
 
 import pytest
@@ -53,6 +54,27 @@ def test_sft_rm_dpo_in_bf16(tmp_path):
         assert mean(rows, "loss", (8, 9, 10)) < mean(rows, "loss", (1, 2, 3)), (stage, rows)
         weights = json.loads((out / "final" / "config.json").read_text())
         assert weights.get("dtype", weights.get("torch_dtype")) in ("bfloat16", "float32"), weights
+
+
+def test_sft_and_dpo_in_fp16_with_loss_scaling(tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs(64))
+    fp16 = [a.replace("precision=bf16", "precision=fp16") for a in BF16]
+    runs = {"sft": ["train", "sft", *fp16, "data.limit=64", "train.micro_batch_size=4", "optim.lr=3e-3"],
+            "dpo": ["train", "dpo", *fp16, f"data.path={data}", "data.max_length=64", "data.template=plain",
+                    "train.micro_batch_size=4", "optim.lr=1e-3", "dpo.beta=0.5", "data.eval_fraction=0"]}
+    for stage, args in runs.items():
+        out = tmp_path / stage
+        proc = rlhf([*args, "train.max_steps=10", f"output_dir={out}"])
+        assert "precision fp16" in proc.stdout, stage
+        rows = [r for r in metrics(out) if "loss" in r]
+        check_finite(rows)
+        assert mean(rows, "loss", (8, 9, 10)) < mean(rows, "loss", (1, 2, 3)), (stage, rows)
+        # A step DeepSpeed skipped on overflow reports no grad_norm and halves the scale; the others apply.
+        skipped = [r["skipped_steps"] for r in rows]
+        assert skipped == sorted(skipped) and skipped[-1] < 10, (stage, skipped)
+        for prev, r in zip([0, *skipped], rows):
+            assert (r["grad_norm"] is None) == (r["skipped_steps"] > prev), (stage, r)
+        assert 1 <= rows[-1]["fp16_loss_scale"] <= 2 ** 16, (stage, rows[-1])
 
 
 @pytest.mark.parametrize("stage", ["grpo", "ppo"])

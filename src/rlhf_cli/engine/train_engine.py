@@ -104,11 +104,25 @@ class TrainEngine:
                                f"train.grad_accum={self.grad_accum}: the update would straddle two optimizer steps")
 
     def grad_norm(self) -> Optional[float]:
-        """Global gradient norm of the last optimizer step (before clipping)."""
+        """Global gradient norm of the last optimizer step (before clipping); None for an fp16 step that
+        overflowed (DeepSpeed skipped it and lowered the loss scale: its inf "norm" measures no update)."""
+        if self.ds.fp16_enabled() and not self.ds.was_step_applied():
+            return None
         norm = self.ds.get_global_grad_norm()
         if norm is None:
             return None
         return float(norm.item() if torch.is_tensor(norm) else norm)
+
+    def fp16_metrics(self, prefix: str = "") -> Dict[str, float]:
+        """Under precision=fp16, DeepSpeed's dynamic loss scale and how many optimizer steps it has skipped on
+        overflow so far (the first few of a run, while the scale comes down from 2^16); {} otherwise."""
+        if not self.ds.fp16_enabled():
+            return {}
+        scale = getattr(self.ds.optimizer, "cur_scale", None)
+        out = {f"{prefix}skipped_steps": int(self.ds.skipped_steps)}
+        if scale is not None:
+            out[f"{prefix}fp16_loss_scale"] = float(scale)
+        return out
 
     def lr(self) -> float:
         return float(self.ds.get_lr()[0])

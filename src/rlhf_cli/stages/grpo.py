@@ -122,7 +122,8 @@ def run(ctx: RunContext) -> dict:
         timing = rollout.step_metrics()
         timing["time/scoring"] += t1 - t_forwards  # rewards + the reference's / old policy's forwards
         metrics.update({"lr": engine.lr(), "grad_norm": engine.grad_norm(), "resample_rounds": rounds,
-                        **timing, "time/update": time.time() - t1, "step_time": time.time() - t0})
+                        **engine.fp16_metrics(), **timing, "time/update": time.time() - t1,
+                        "step_time": time.time() - t0})
         return metrics
 
     engine.train()

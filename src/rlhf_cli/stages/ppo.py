@@ -163,7 +163,8 @@ def run(ctx: RunContext) -> dict:
         timing = rollout.step_metrics()
         timing["time/scoring"] += forwards  # reward + reference + critic forwards
         metrics.update({"lr": actor.lr(), "grad_norm": actor.grad_norm(), "critic_lr": critic.lr(),
-                        "critic_grad_norm": critic.grad_norm(), **timing, "time/update": time.time() - t1,
+                        "critic_grad_norm": critic.grad_norm(), **actor.fp16_metrics(),
+                        **critic.fp16_metrics("critic_"), **timing, "time/update": time.time() - t1,
                         "step_time": time.time() - t0})
         write_samples(ctx, step + 1, samples, scores, tokenizer)
         return metrics

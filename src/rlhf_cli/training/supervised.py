@@ -115,7 +115,7 @@ def train(ctx: RunContext, engine, task: SupervisedTask, rows: Sequence, eval_ro
         dt = time.time() - t0
         tokens_done += real
         metrics.update(lr=engine.lr(), grad_norm=engine.grad_norm(), tokens_per_s=real / dt,
-                       padding_fraction=pad / max(real + pad, 1), step_time=dt)
+                       padding_fraction=pad / max(real + pad, 1), step_time=dt, **engine.fp16_metrics())
         if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0 and eval_rows:
             metrics.update(evaluate(ctx, engine, task, eval_rows))
         return metrics
