@@ -80,7 +80,8 @@ def test_sft_and_dpo_in_fp16_with_loss_scaling(tmp_path):
 @pytest.mark.parametrize("stage", ["grpo", "ppo"])
 def test_rl_in_bf16_raises_the_reward(stage, tmp_path):
     extra = ["critic.init=policy", "critic.optim.lr=1e-3", "ppo.kl_coef=0.01", "ppo.epochs=2"] if stage == "ppo" \
-        else ["grpo.kl_coef=0.01", "grpo.scale_rewards=none"]
+        else ["grpo.kl_coef=0.01"]  # group-std advantages: with scale_rewards=none (advantages ~0.05) the KL
+    # term's pull is as large as the reward's and the reward plateaus near 0.9 from 0.83, in fp32 as in bf16
     out = tmp_path / "run"
     proc = rlhf([*rl(stage, prompts(tmp_path), 16), *extra, f"output_dir={out}"])
     assert "precision bf16" in proc.stdout
