@@ -58,7 +58,7 @@ def run(peak_gflops: float, opts: dict) -> dict:
                                           "ppo.num_generations=1", f"ppo.max_new_tokens={T}", f"ppo.epochs={epochs}",
                                           f"train.micro_batch_size={P}", "data.limit=64", "critic.init=reward_model",
                                           f"reward.functions=[{{name: model, path: {rm_dir}}}]"],
-                                  int(opts.get("steps", 2)), key="policy_loss")
+                                  int(opts.get("steps", 2)))
     keys = ("time/generation", "time/scoring", "time/update", "step_time", "gen_tokens_per_s", "prompt_length",
             "response_length")
     avg = {k: sum(r[k] for r in rows) / len(rows) for k in keys}

@@ -31,9 +31,9 @@ def check_measured_steps(steps: int, warmup: int) -> None:
         raise ConfigError(f"bench: steps={steps} leaves nothing to measure after warmup={warmup} warm-up steps")
 
 
-def run_training_bench(stage: str, overrides, steps: int, key: str = "loss", warmup: int = 1):
-    """Run ``steps`` real optimizer steps in-process; return the metrics rows (those with ``key``) after
-    the first ``warmup``."""
+def run_training_bench(stage: str, overrides, steps: int, key: str = "step_time", warmup: int = 1):
+    """Run ``steps`` real optimizer steps in-process; return the metrics rows (those with ``key``: by default
+    every stage's step rows, not its eval rows) after the first ``warmup``."""
     from rlhf_cli.config.compose import compose, to_yaml
     from rlhf_cli.models.embedded import prepare_model
     from rlhf_cli.training.run_dir import prepare_output_dir
@@ -49,7 +49,10 @@ def run_training_bench(stage: str, overrides, steps: int, key: str = "loss", war
         if code != 0:
             raise RuntimeError(f"benchmark run failed with exit code {code}")
         rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if key in r][warmup:]
+    measured = [r for r in rows if key in r][warmup:]
+    if not measured:  # a renamed metric must fail here, by name, not as a division by zero in the caller
+        raise RuntimeError(f"benchmark: no {stage} metrics row has {key!r} after {warmup} warm-up step(s)")
+    return measured
 
 
 def throughput(rows):
