@@ -48,7 +48,7 @@ def test_dry_run_shows_each_nodes_command(tmp_path):
         proc = rlhf([*BASE, f"output_dir={out}", "--nproc", "2", "--nnodes", "2", "--node-rank", str(r),
                      "--master-addr", "10.1.2.3", "--master-port", "29611", "--dry-run"])
         cmds[r] = [ln for ln in proc.stdout.splitlines() if ln.startswith("# launch: ")][0]
-    assert "deepspeed.launcher.launch" in cmds[0] and "--node_rank=0" in cmds[0] and "--node_rank=1" in cmds[1]
+    assert "rlhf_cli.engine.ds_launch" in cmds[0] and "--node_rank=0" in cmds[0] and "--node_rank=1" in cmds[1]
     for c in cmds.values():
         assert "--master_addr=10.1.2.3" in c and "--master_port=29611" in c
     assert f"{out}/config.yaml" in cmds[0] and "node1.config.yaml" in cmds[1]

@@ -109,6 +109,6 @@ def test_dry_run_prints_config_and_launch_command(tmp_path):
     # one node, no hostfile: DeepSpeed's per-node launcher directly (the runner would only re-exec it)
     local = rlhf(["train", "sft", *TINY, f"output_dir={out}", "--nproc", "2", "--dry-run"]).stdout
     [cmd] = [ln for ln in local.splitlines() if ln.startswith("# launch: ")]
-    assert "-m deepspeed.launcher.launch --world_info=" in cmd and "runner" not in cmd
+    assert "-m rlhf_cli.engine.ds_launch --world_info=" in cmd and "runner" not in cmd
     assert "--node_rank=0 --master_addr=127.0.0.1" in cmd and cmd.endswith(f"rlhf_cli.worker {out}/config.yaml")
     assert not out.exists()

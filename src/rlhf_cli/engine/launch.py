@@ -57,9 +57,10 @@ def node_world_info(plan, nproc: int) -> dict:
 
 def node_launch_command(config_path: Path, nproc: int, plan) -> List[str]:
     """One node's share of a multi-node run, no ssh: DeepSpeed's per-node launcher (what its runner
-    execs on each node under ``--no_ssh``), given the whole world's layout and this node's rank."""
+    execs on each node under ``--no_ssh``; through ``engine/ds_launch.py``), given the whole world's layout and
+    this node's rank."""
     info = base64.urlsafe_b64encode(json.dumps(node_world_info(plan, nproc)).encode()).decode()
-    return [sys.executable, "-u", "-m", "deepspeed.launcher.launch", f"--world_info={info}",
+    return [sys.executable, "-u", "-m", "rlhf_cli.engine.ds_launch", f"--world_info={info}",
             f"--node_rank={plan.node_rank}", f"--master_addr={plan.master_addr}",
             f"--master_port={plan.master_port}", "--module", "--no_local_rank", "rlhf_cli.worker", str(config_path)]
 

@@ -53,7 +53,9 @@ class Strategy:
         if "RANK" not in os.environ:  # in-process single worker (--nproc 1): a world of one
             os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-        import deepspeed
+        from rlhf_cli.engine.ds_import import import_deepspeed
+
+        deepspeed = import_deepspeed()  # the first import of the process (later `import deepspeed`s reuse it)
 
         if not self.cuda:
             logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
