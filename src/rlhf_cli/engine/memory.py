@@ -31,6 +31,9 @@ def trainable_model_states(params: int, largest_layer: int, zero_stage: int, gpu
         if offload_params and zero_stage == 3:
             gpu, cpu = 4 * largest_layer, cpu + 4 * params // nodes
         return int(gpu), int(cpu)
+    from rlhf_cli.engine.ds_import import import_deepspeed
+
+    import_deepspeed()
     if zero_stage == 3:
         from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
