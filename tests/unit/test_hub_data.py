@@ -63,6 +63,10 @@ def test_hh_transcripts_in_a_subset_directory(cache, tokenizer):
     d = conf(PreferenceDataConfig, path="Anthropic/hh-rlhf", subset="harmless-base")
     items, st = load_preferences("Anthropic/hh-rlhf", d, tokenizer, "pairs")
     assert st.records == 3 and "Hello 0" in decode(tokenizer, items[0].seqs[0])
+    # no subset: every folder's train file, as the datasets library reads this repo (here helpful-base is empty)
+    items, st = load_preferences("Anthropic/hh-rlhf", conf(PreferenceDataConfig, path="Anthropic/hh-rlhf"),
+                                 tokenizer, "pairs")
+    assert st.records == 3
 
 
 def test_sharegpt_capybara_and_tldr_for_sft(cache, tokenizer):

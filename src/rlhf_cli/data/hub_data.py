@@ -114,12 +114,16 @@ def _card_files(root: Path, subset: Optional[str], split: str) -> Optional[List[
 
 
 def _convention_files(root: Path, subset: Optional[str], split: str) -> List[Path]:
+    """The Hub's file-name conventions for a split without a card: at the top (or under ``data/``) first, then,
+    as the datasets library does when those find nothing, at any depth (Anthropic/hh-rlhf keeps
+    ``harmless-base/train.jsonl.gz`` beside ``helpful-base/train.jsonl.gz``; ``data.subset`` picks a folder)."""
     base = f"{subset}/" if subset else ""
-    patterns = []
+    flat, nested = [], []
     for ext in EXTS:
-        patterns += [f"{base}{split}{ext}", f"{base}data/{split}{ext}", f"{base}data/{split}-*{ext}",
-                     f"{base}{split}-*{ext}", f"{base}{split}/*{ext}"]
-    return hub.files_of(root, patterns)
+        flat += [f"{base}{split}{ext}", f"{base}data/{split}{ext}", f"{base}data/{split}-*{ext}",
+                 f"{base}{split}-*{ext}", f"{base}{split}/*{ext}"]
+        nested += [f"{base}**/{split}{ext}", f"{base}**/{split}-*{ext}", f"{base}**/{split}/*{ext}"]
+    return hub.files_of(root, flat) or hub.files_of(root, nested)
 
 
 def available_splits(root: Path, subset: Optional[str]) -> List[str]:
